@@ -1,0 +1,41 @@
+# make train / make test install what they need into .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+PYTEST_ARGS ?=
+
+# The offline datasets beside this checkout, when they are there (see README "Data").
+SHARED_DATA := $(abspath ../shared/datasets)
+ifneq ($(wildcard $(SHARED_DATA)),)
+export CNNSTUDY_DATA_DIR ?= $(SHARED_DATA)
+endif
+
+.PHONY: setup train sweep report test lint tensorboard bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+train: setup
+	$(PY) -m cnnstudy.train $(ARGS)
+
+sweep: setup
+	$(PY) -m cnnstudy.train -m model=bn,nobn optim.lr=1e-3,5e-3,1e-2 $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+tensorboard: setup
+	$(VENV)/bin/tensorboard --logdir multirun --host 127.0.0.1
+
+clean:
+	rm -rf outputs lightning_logs .pytest_cache .ruff_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""cnnstudy: study how CNN design choices change training."""

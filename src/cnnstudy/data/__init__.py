@@ -1,0 +1,3 @@
+from cnnstudy.data.datamodule import ImageDataModule
+
+__all__ = ["ImageDataModule"]

@@ -1,0 +1,4 @@
+from cnnstudy.models.convnet import ConvNet
+from cnnstudy.models.resnet import ResNetDeep
+
+__all__ = ["ConvNet", "ResNetDeep"]

@@ -1,0 +1,154 @@
+"""Train one model: `python -m cnnstudy.train [overrides]`, or a grid with `-m`.
+
+Builds datamodule, model and Trainer from the Hydra config, fits, tests the best checkpoint and
+writes metrics.json, TensorBoard events and checkpoints into the run's output dir. Re-running the
+same command in the same dir resumes from last.ckpt, or reports the result if the run completed.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from cnnstudy.callbacks import MetricsFile
+from cnnstudy.errors import UserError
+from cnnstudy.module import Classifier, Diverged
+from cnnstudy.results import METRICS_FILE, read_metrics, run_name
+
+log = logging.getLogger("cnnstudy")
+
+
+def build_model(cfg: DictConfig) -> nn.Module:
+    """The model of `cfg.model`, sized from the data config (channels, image size, classes)."""
+    data = cfg.data
+    return instantiate(cfg.model, in_channels=data.channels, image_size=data.image_size, num_classes=data.num_classes)
+
+
+def build_module(cfg: DictConfig) -> Classifier:
+    scheduler = instantiate(cfg.scheduler) if cfg.scheduler else None
+    return Classifier(
+        build_model(cfg),
+        optimizer=instantiate(cfg.optim),
+        scheduler=scheduler,
+        num_classes=cfg.data.num_classes,
+        **cfg.module,
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Values Hydra cannot type-check, answered before anything is built."""
+    lr = cfg.optim.get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+        raise UserError(f"optim.lr={lr!r} must be a positive number, e.g. optim.lr=1e-3")
+    epochs = cfg.trainer.get("max_epochs")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise UserError(f"trainer.max_epochs={epochs!r} must be a whole number >= 1")
+
+
+def hparams(cfg: DictConfig, choices: dict, overrides: list[str], params: int) -> dict:
+    """What the TensorBoard HPARAMS tab shows per run: the group choices and the numbers that vary."""
+    flat = {group: choices[group] for group in ("model", "data", "optim", "scheduler") if group in choices}
+    flat.update(
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.get("weight_decay", 0.0),
+        batch_size=cfg.data.batch_size,
+        max_epochs=cfg.trainer.max_epochs,
+        seed=cfg.seed,
+        params=params,
+    )
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if not key.startswith(("hydra.", "data.root")):
+            flat.setdefault(key, value)
+    return flat
+
+
+def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict) -> dict:
+    """Fit and test one config in `output_dir`; returns the final metrics.json record."""
+    check_config(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    previous = read_metrics(output_dir)
+    if previous is not None and previous.get("config") != config:
+        raise UserError(
+            f"{output_dir} holds a run of a different config: choose another output dir "
+            f"(hydra.run.dir=... or hydra.sweep.dir=...)"
+        )
+    if previous is not None and previous.get("status") == "completed":
+        log.info("%s: already completed, test_acc=%.4f (not retrained)", output_dir, previous["test_acc"])
+        return previous
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    params = count_parameters(module.model)
+    name = run_name(overrides)
+    header = {"overrides": list(overrides), "choices": choices, "params": params, "config": config}
+    metrics_file = MetricsFile(output_dir / METRICS_FILE, header)
+    logger = TensorBoardLogger(save_dir=str(output_dir), name="tb", version=name, default_hp_metric=False)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [metrics_file]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        log.info("resuming from %s", last)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    except Diverged as e:
+        log.warning("%s: %s", output_dir, e)
+        return metrics_file.write(status="diverged", diverged_epoch=e.epoch, error=str(e))
+
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    result = {"test_acc": test["test_acc"], "test_loss": test["test_loss"], "best_ckpt": best}
+    logger.log_hyperparams(
+        hparams(cfg, choices, overrides, params),
+        {"hp/test_acc": result["test_acc"], "hp/best_val_acc": metrics_file.record["best_val_acc"] or 0.0},
+    )
+    logger.finalize("success")
+    record = metrics_file.write(status="completed", **result)
+    log.info("%s: test_acc=%.4f test_loss=%.4f", output_dir, record["test_acc"], record["test_loss"])
+    return record
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        record = train(cfg, output_dir, overrides, choices)
+    except UserError as e:
+        if not sweeping:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        log.error("%s: %s", output_dir, e)
+        return None
+    except Exception as e:
+        if not sweeping:
+            raise
+        # One failing job must not end the sweep: record it and go on to the next.
+        log.exception("%s failed", output_dir)
+        MetricsFile(output_dir / METRICS_FILE, {"overrides": overrides, "choices": choices}).write(
+            status="failed", error=f"{type(e).__name__}: {e}"
+        )
+        return None
+    return record.get("best_val_acc")
+
+
+if __name__ == "__main__":
+    main()
