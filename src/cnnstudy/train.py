@@ -19,11 +19,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cnnstudy.callbacks import MetricsFile
-from cnnstudy.errors import UserError
+from cnnstudy.errors import UserError, find_user_error
 from cnnstudy.module import Classifier, Diverged
 from cnnstudy.results import METRICS_FILE, read_metrics, run_name
 
 log = logging.getLogger("cnnstudy")
+# Lightning gives its loggers a stderr handler of their own when imported before logging is set up;
+# hand their messages to Hydra's handlers instead (console on stdout and the run's train.log), so
+# stderr carries only errors.
+for _name in ("lightning.pytorch", "lightning.fabric"):
+    logging.getLogger(_name).handlers.clear()
+    logging.getLogger(_name).propagate = True
 
 
 def build_model(cfg: DictConfig) -> nn.Module:
@@ -91,6 +97,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")  # bad data answers now, before anything is written
     module = build_module(cfg)
     params = count_parameters(module.model)
     name = run_name(overrides)
@@ -132,13 +139,11 @@ def main(cfg: DictConfig) -> float | None:
     log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     try:
         record = train(cfg, output_dir, overrides, choices)
-    except UserError as e:
-        if not sweeping:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        log.error("%s: %s", output_dir, e)
-        return None
     except Exception as e:
+        user_error = find_user_error(e)
+        if user_error is not None and not sweeping:
+            print(f"error: {user_error}", file=sys.stderr)
+            sys.exit(2)
         if not sweeping:
             raise
         # One failing job must not end the sweep: record it and go on to the next.

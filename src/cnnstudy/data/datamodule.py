@@ -67,6 +67,7 @@ class ImageDataModule(L.LightningDataModule):
         split_seed: int = 0,
         shuffle_seed: int = 0,
         num_workers: int = 0,
+        download: bool = True,
         augment=None,
     ):
         super().__init__()
@@ -78,14 +79,14 @@ class ImageDataModule(L.LightningDataModule):
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed, self.shuffle_seed = val_size, split_seed, shuffle_seed
-        self.num_workers, self.augment = num_workers, augment
+        self.num_workers, self.download, self.augment = num_workers, download, augment
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
             return
-        images, labels = load(self.name, self.root, True)
+        images, labels = load(self.name, self.root, True, self.download)
         n_val = round(self.val_size * len(labels)) if isinstance(self.val_size, float) else int(self.val_size)
         if not 0 <= n_val < len(labels):
             raise UserError(f"data.val_size={self.val_size} leaves no training images (split has {len(labels)})")
@@ -93,11 +94,10 @@ class ImageDataModule(L.LightningDataModule):
         train_idx, val_idx = order[n_val:].sort().values, order[:n_val].sort().values
         self.train_set = TensorBatches(images[train_idx], labels[train_idx])
         self.val_set = TensorBatches(images[val_idx], labels[val_idx])
-        self.test_set = TensorBatches(*load(self.name, self.root, False))
+        self.test_set = TensorBatches(*load(self.name, self.root, False, self.download))
         if self.batch_size > len(self.train_set):
             raise UserError(
-                f"data.batch_size={self.batch_size} is larger than the training split "
-                f"({len(self.train_set)} images)"
+                f"data.batch_size={self.batch_size} is larger than the training split ({len(self.train_set)} images)"
             )
 
     def _loader(self, dataset: TensorBatches, batch_size: int, shuffle: bool) -> DataLoader:

@@ -116,19 +116,20 @@ def _load_cifar10(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor] 
 
 
 @cache
-def load(name: str, root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def load(name: str, root: str, train: bool, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, C, H, W) uint8 and labels (N,) int64 of one split of mnist, cifar10 or cifar2."""
     loader = _load_mnist if name == "mnist" else _load_cifar10
     base = "mnist" if name == "mnist" else "cifar10"
     root_path = Path(root).expanduser()
     result = loader(root_path, train)
-    if result is None:
+    if result is None and download:
         _try_download(base, root_path)
         result = loader(root_path, train)
     if result is None:
         wanted = "MNIST/raw/*-ubyte" if base == "mnist" else "cifar10/cifar10.npz"
+        tried = "torchvision's download failed" if download else "download is off (data.download=false)"
         raise UserError(
-            f"{name} not found: looked for {root_path.resolve()}/{wanted} and torchvision's download failed; "
+            f"{name} not found: looked for {root_path.resolve()}/{wanted} and {tried}; "
             f"set data.root=<dir> or CNNSTUDY_DATA_DIR=<dir> to a folder with that layout "
             f"(e.g. ../shared/datasets)"
         )

@@ -30,7 +30,12 @@ def parse_layer(item) -> dict | None:
         raise UserError(f"model.features item {item!r} is not a layer: use e.g. 32, 16k1, 16p0, 16r or M")
     kernel = int(match["k"] or 3)
     padding = int(match["p"]) if match["p"] is not None else (kernel - 1) // 2
-    return {"out_channels": int(match["out"]), "kernel_size": kernel, "padding": padding, "residual": bool(match["res"])}
+    return {
+        "out_channels": int(match["out"]),
+        "kernel_size": kernel,
+        "padding": padding,
+        "residual": bool(match["res"]),
+    }
 
 
 class ConvNet(nn.Module):

@@ -1,0 +1,48 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def data_dir() -> Path | None:
+    for candidate in (os.environ.get("CNNSTUDY_DATA_DIR"), ROOT.parent / "shared" / "datasets"):
+        if candidate and (Path(candidate) / "MNIST" / "raw").exists():
+            return Path(candidate).resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real datasets; in CI their absence is a failure, elsewhere a skip."""
+    found = data_dir()
+    if found is None:
+        message = "real datasets not found: set CNNSTUDY_DATA_DIR (see README)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@pytest.fixture
+def cfg_for():
+    """Compose the train config with overrides, as `python -m cnnstudy.train` would."""
+
+    def compose_train(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("train", overrides=list(overrides))
+
+    return compose_train
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT, timeout: int = 600):
+    """Run a cnnstudy entry point as a user would; returns the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )

@@ -1,0 +1,89 @@
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from cnnstudy.data import ImageDataModule
+from cnnstudy.data.sources import load
+from cnnstudy.errors import UserError
+
+SIZES = {"mnist": (60_000, 10_000), "cifar10": (50_000, 10_000), "cifar2": (10_000, 2_000)}
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_real_splits_have_the_published_sizes_and_class_counts(data_root, name):
+    train_x, train_y = load(name, str(data_root), True)
+    test_x, test_y = load(name, str(data_root), False)
+    assert (len(train_y), len(test_y)) == SIZES[name]
+    assert train_x.dtype == torch.uint8 and train_y.dtype == torch.int64
+    if name == "mnist":
+        assert train_x.shape[1:] == (1, 28, 28)
+        assert torch.bincount(test_y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+        assert train_y[:5].tolist() == [5, 0, 4, 1, 9]
+    elif name == "cifar10":
+        assert train_x.shape[1:] == (3, 32, 32)
+        assert torch.bincount(train_y).tolist() == [5000] * 10
+        assert train_y[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+        assert train_x[0, 0, 0, :3].tolist() == [59, 43, 50]  # red values of data_batch_1 image 0
+    else:
+        assert torch.bincount(train_y).tolist() == [5000, 5000]
+        assert torch.bincount(test_y).tolist() == [1000, 1000]
+
+
+def test_cifar2_is_airplane_and_bird_relabelled(data_root):
+    x10, y10 = load("cifar10", str(data_root), False)
+    x2, y2 = load("cifar2", str(data_root), False)
+    keep = (y10 == 0) | (y10 == 2)
+    assert torch.equal(x2, x10[keep])
+    assert torch.equal(y2, (y10[keep] == 2).long())
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_datamodule_holds_out_a_seeded_validation_split(cfg_for, data_root, name):
+    dm = instantiate(cfg_for(f"data={name}", f"data.root={data_root}").data)
+    dm.setup("fit")
+    n_train = SIZES[name][0]
+    assert len(dm.val_set) == round(0.1 * n_train) and len(dm.train_set) + len(dm.val_set) == n_train
+    again = instantiate(cfg_for(f"data={name}", f"data.root={data_root}", "seed=7").data)
+    again.setup("fit")
+    assert torch.equal(again.val_set.labels, dm.val_set.labels), "the hold-out must not depend on the run seed"
+    images, labels = next(iter(dm.train_dataloader()))
+    x = dm.normalize(images)
+    assert x.dtype == torch.float32 and x.shape == (100, dm.channels, dm.image_size, dm.image_size)
+    low = (0 - dm.mean) / dm.std
+    high = (1 - dm.mean) / dm.std
+    assert (x >= low - 1e-6).all() and (x <= high + 1e-6).all()
+    assert x.amin().item() == pytest.approx(low.min().item(), abs=1e-5)
+
+
+def test_shuffle_depends_only_on_seed_and_epoch(data_root):
+    dm = ImageDataModule("mnist", 1, 28, 10, [0.5], [0.5], root=str(data_root), shuffle_seed=3)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(2)
+    first = next(iter(loader))[1]
+    loader.sampler.set_epoch(1)
+    other = next(iter(loader))[1]
+    loader.sampler.set_epoch(2)
+    assert torch.equal(next(iter(loader))[1], first) and not torch.equal(first, other)
+
+
+def test_missing_data_is_one_user_error_naming_the_path(tmp_path):
+    with pytest.raises(UserError) as error:
+        load("mnist", str(tmp_path), True, download=False)
+    assert str(tmp_path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_truncated_file_is_named(tmp_path, data_root):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        source = (data_root / "MNIST" / "raw" / name).read_bytes()
+        (raw / name).write_bytes(source[: len(source) // 2] if "images" in name else source)
+    with pytest.raises(UserError, match="train-images-idx3-ubyte has the wrong sha256"):
+        load("mnist", str(tmp_path), True, download=False)
+
+
+def test_batch_larger_than_split_is_refused(data_root):
+    dm = ImageDataModule("cifar2", 3, 32, 2, [0.5] * 3, [0.5] * 3, root=str(data_root), batch_size=20_000)
+    with pytest.raises(UserError, match="larger than the training split"):
+        dm.setup("fit")
