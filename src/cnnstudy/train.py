@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cnnstudy.callbacks import MetricsFile
+from cnnstudy.cli import check_overrides
 from cnnstudy.errors import UserError, find_user_error
 from cnnstudy.module import Classifier, Diverged
 from cnnstudy.results import METRICS_FILE, read_metrics, run_name
@@ -156,4 +157,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_overrides("train", sys.argv[1:])
     main()

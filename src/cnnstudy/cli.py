@@ -1,0 +1,92 @@
+"""Answer config mistakes in one line, before Hydra starts.
+
+Hydra reports a typo in an override over several lines (or with a traceback, for an output dir it
+cannot create). `check_overrides` composes the config the way Hydra will, for every value of every
+swept key, and turns the first mistake into one line on stderr and exit status 2.
+HYDRA_FULL_ERROR=1 skips the check, so Hydra's full report and traceback come through.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+NOISE = ("Config search path", "provider=", "Set the environment", "See https", "full_key", "object_type")
+
+
+def one_line(message: str) -> str:
+    """Hydra's multi-line message as one line: an option list after 'xxx:' joined by commas."""
+    parts, options = [], []
+    for line in message.splitlines():
+        line = line.strip().removeprefix("In 'train': ")
+        if not line or line.startswith(NOISE):
+            continue
+        if options or (parts and parts[-1].endswith(":")):
+            options.append(line)
+        else:
+            parts.append(line.rstrip("."))
+    text = "; ".join(parts)
+    return f"{text} {', '.join(options)}" if options else text
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _variants(overrides, multirun: bool) -> list[list[str]]:
+    """One override list per value of each swept key, the other swept keys at their first value."""
+    fixed, swept = [], []
+    for override in overrides:
+        text = override.input_line
+        if override.is_sweep_override():
+            if not multirun:
+                fail(f"'{text}' lists several values: add -m (--multirun) to sweep over them")
+            key = override.get_key_element()
+            try:
+                values = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            except Exception:  # noqa: BLE001 - interval/range sweeps for Optuna have no value list
+                continue
+            swept.append(values)
+        else:
+            fixed.append(text)
+    firsts = [values[0] for values in swept]
+    variants = [fixed + firsts]
+    for i, values in enumerate(swept):
+        variants += [fixed + firsts[:i] + [value] + firsts[i + 1 :] for value in values[1:]]
+    return variants
+
+
+def _check_writable(overrides: list[str]) -> None:
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir"):
+            folder = Path(value).expanduser().absolute()
+            existing = next(p for p in (folder, *folder.parents) if p.exists())
+            if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+                fail(f"{key}={value} cannot be written ({existing} is not a writable folder): choose another")
+
+
+def check_overrides(config_name: str, argv: list[str]) -> None:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    args = [a for a in argv if not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except HydraException as e:
+        fail(one_line(str(e)))
+    _check_writable([o.input_line for o in overrides])
+    ours = [o for o in overrides if not o.get_key_element().startswith("hydra")]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for variant in _variants(ours, multirun):
+            try:
+                compose(config_name, overrides=variant)
+            except (HydraException, OmegaConfBaseException) as e:
+                cause = f"; {e.__cause__}" if e.__cause__ is not None else ""
+                fail(one_line(f"{e}{cause}"))
