@@ -7,6 +7,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from cnnstudy.checkpoints import CONFIG_KEY
+
 
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
@@ -25,9 +27,15 @@ class Classifier(L.LightningModule):
         scheduler=None,
         channels_last: bool = False,
         compile: bool = False,
+        run_info: dict | None = None,
     ):
-        """`optimizer` and `scheduler` are partials (Hydra `_partial_: true`) that take params / optimizer."""
+        """`optimizer` and `scheduler` are partials (Hydra `_partial_: true`) that take params / optimizer.
+
+        `run_info` ({"config": ..., "choices": ...}) goes into every checkpoint, so a checkpoint says
+        what produced it and `cnnstudy.evaluate` can rebuild the model from it alone.
+        """
         super().__init__()
+        self.run_info = run_info or {}
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         if compile:
             self.model.compile()
@@ -82,6 +90,7 @@ class Classifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Lightning does not keep the global RNG; dropout and augmentation draw from it, and an
         # exactly resumed run needs them to continue the same random stream.
+        checkpoint[CONFIG_KEY] = self.run_info
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()

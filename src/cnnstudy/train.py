@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cnnstudy.callbacks import MetricsFile
+from cnnstudy.checkpoints import CONFIG_KEY, AtomicCheckpointIO, load_checkpoint
 from cnnstudy.cli import check_overrides
 from cnnstudy.errors import UserError, find_user_error
 from cnnstudy.module import Classifier, Diverged
@@ -39,13 +40,14 @@ def build_model(cfg: DictConfig) -> nn.Module:
     return instantiate(cfg.model, in_channels=data.channels, image_size=data.image_size, num_classes=data.num_classes)
 
 
-def build_module(cfg: DictConfig) -> Classifier:
+def build_module(cfg: DictConfig, run_info: dict | None = None) -> Classifier:
     scheduler = instantiate(cfg.scheduler) if cfg.scheduler else None
     return Classifier(
         build_model(cfg),
         optimizer=instantiate(cfg.optim),
         scheduler=scheduler,
         num_classes=cfg.data.num_classes,
+        run_info=run_info,
         **cfg.module,
     )
 
@@ -87,10 +89,12 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     check_config(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     previous = read_metrics(output_dir)
-    if previous is not None and previous.get("config") != config:
+    last = output_dir / "checkpoints" / "last.ckpt"
+    resumable = last.exists() and load_checkpoint(last)[CONFIG_KEY].get("config") == config
+    if (previous is not None and previous.get("config") != config) or (last.exists() and not resumable):
         raise UserError(
             f"{output_dir} holds a run of a different config: choose another output dir "
-            f"(hydra.run.dir=... or hydra.sweep.dir=...)"
+            f"(hydra.run.dir=... or hydra.sweep.dir=...) or delete that one"
         )
     if previous is not None and previous.get("status") == "completed":
         log.info("%s: already completed, test_acc=%.4f (not retrained)", output_dir, previous["test_acc"])
@@ -99,26 +103,25 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # bad data answers now, before anything is written
-    module = build_module(cfg)
+    module = build_module(cfg, run_info={"config": config, "choices": choices})
     params = count_parameters(module.model)
     name = run_name(overrides)
     header = {"overrides": list(overrides), "choices": choices, "params": params, "config": config}
     metrics_file = MetricsFile(output_dir / METRICS_FILE, header)
     logger = TensorBoardLogger(save_dir=str(output_dir), name="tb", version=name, default_hp_metric=False)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [metrics_file]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
 
-    last = output_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
+    if resumable:
         log.info("resuming from %s", last)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumable else None, weights_only=True)
     except Diverged as e:
         log.warning("%s: %s", output_dir, e)
         return metrics_file.write(status="diverged", diverged_epoch=e.epoch, error=str(e))
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
     result = {"test_acc": test["test_acc"], "test_loss": test["test_loss"], "best_ckpt": best}
     logger.log_hyperparams(
         hparams(cfg, choices, overrides, params),

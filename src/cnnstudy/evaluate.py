@@ -1,0 +1,67 @@
+"""Re-test a checkpoint: `python -m cnnstudy.evaluate ckpt_path=<file> [data.root=<dir>] [data=<name>]`.
+
+The model and data are rebuilt from the config stored in the checkpoint; `key=value` overrides
+change it (e.g. `data.root=...`). `data=<name>` / `model=<name>` pick another preset, to test a
+checkpoint elsewhere: a checkpoint that does not fit it is refused in one line.
+"""
+
+import sys
+
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from cnnstudy.checkpoints import CONFIG_KEY, load_checkpoint
+from cnnstudy.cli import CONF_DIR, check_overrides, fail
+from cnnstudy.errors import UserError, find_user_error
+from cnnstudy.train import build_module
+
+GROUPS = ("data", "model", "optim", "scheduler", "trainer", "callbacks")
+
+
+def evaluation_config(stored: dict, choices: dict, overrides: list[str]):
+    """The stored config with `overrides` applied; a group override recomposes that group."""
+    regroup = [o for o in overrides if o.partition("=")[0] in GROUPS]
+    if not regroup:
+        return OmegaConf.merge(OmegaConf.create(stored), OmegaConf.from_dotlist(overrides))
+    base = [f"{group}={choices[group]}" for group in GROUPS if group in choices]
+    check_overrides("train", base + overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=base + overrides)
+
+
+def evaluate(ckpt_path: str, overrides: list[str]) -> dict:
+    checkpoint = load_checkpoint(ckpt_path)
+    info = checkpoint[CONFIG_KEY]
+    cfg = evaluation_config(info["config"], info.get("choices", {}), overrides)
+    module = build_module(cfg)
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError:
+        trained = " ".join(f"{g}={info['choices'][g]}" for g in ("model", "data") if g in info.get("choices", {}))
+        asked = " ".join(o for o in overrides if o.partition("=")[0] in GROUPS)
+        raise UserError(f"{ckpt_path} was trained as {trained}: it does not fit {asked}") from None
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("test")  # missing or bad data answers before the Trainer starts
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    (result,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    return result
+
+
+def main(argv: list[str]) -> None:
+    args = dict(a.partition("=")[::2] for a in argv)
+    if "ckpt_path" not in args:
+        fail("usage: python -m cnnstudy.evaluate ckpt_path=<file> [key=value ...]")
+    overrides = [a for a in argv if not a.startswith("ckpt_path=")]
+    try:
+        result = evaluate(args["ckpt_path"], overrides)
+    except Exception as e:
+        error = find_user_error(e)
+        if error is None:
+            raise
+        fail(str(error))
+    print(f"test_acc={result['test_acc']} test_loss={result['test_loss']}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
