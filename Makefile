@@ -23,8 +23,11 @@ setup: $(VENV)/.installed
 train: setup
 	$(PY) -m cnnstudy.train $(ARGS)
 
-sweep: setup
-	$(PY) -m cnnstudy.train -m model=bn,nobn optim.lr=1e-3,5e-3,1e-2 $(ARGS)
+sweep: setup  # the project's standard study: BN vs no BN x 3 learning rates x 3 seeds
+	$(PY) -m cnnstudy.train -m experiment=bn_vs_nobn $(ARGS)
+
+report: setup  # tables and plots of the newest sweep under multirun/
+	$(PY) -m cnnstudy.report --latest
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

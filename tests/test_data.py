@@ -87,3 +87,29 @@ def test_batch_larger_than_split_is_refused(data_root):
     dm = ImageDataModule("cifar2", 3, 32, 2, [0.5] * 3, [0.5] * 3, root=str(data_root), batch_size=20_000)
     with pytest.raises(UserError, match="larger than the training split"):
         dm.setup("fit")
+
+
+def test_augmentation_keeps_shape_and_dtype_and_varies_per_sample(data_root):
+    from cnnstudy.data.augment import RandomZoomRotate
+
+    images = load("mnist", str(data_root), True)[0][:64].float().div(255)
+    batch = images[:1].expand(64, -1, -1, -1)  # one digit 64 times: any difference is the augmentation
+    torch.manual_seed(0)
+    out = RandomZoomRotate(degrees=10, crop_p=0.5)(batch)
+    assert out.shape == batch.shape and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1 + 1e-6
+    distinct = {tuple(x.flatten()[::7].tolist()) for x in out}
+    assert len(distinct) == 64, "every sample must get its own random parameters"
+    assert (out - batch).abs().mean() > 0.01
+    identity = RandomZoomRotate(degrees=0, crop_p=0.0)(images)
+    assert torch.allclose(identity, images, atol=1e-5)
+
+
+def test_zoom_is_a_centre_crop_resized_back(data_root):
+    from cnnstudy.data.augment import RandomZoomRotate
+
+    image = load("mnist", str(data_root), True)[0][:1].float().div(255)
+    zoomed = RandomZoomRotate(degrees=0, crop_p=1.0, crop_size=22)(image)
+    expected = torch.nn.functional.interpolate(image[..., 3:25, 3:25], size=28, mode="bilinear", align_corners=False)
+    assert (zoomed - expected).abs().mean() < 0.02
+    assert (zoomed - image).abs().mean() > 0.02

@@ -3,7 +3,7 @@
 Hydra reports a typo in an override over several lines (or with a traceback, for an output dir it
 cannot create). `check_overrides` composes the config the way Hydra will, for every value of every
 swept key, and turns the first mistake into one line on stderr and exit status 2.
-HYDRA_FULL_ERROR=1 skips the check, so Hydra's full report and traceback come through.
+HYDRA_FULL_ERROR=1, or any Hydra flag but -m, skips the check: Hydra's own report comes through.
 """
 
 import os
@@ -73,8 +73,9 @@ def _check_writable(overrides: list[str]) -> None:
 
 
 def check_overrides(config_name: str, argv: list[str]) -> None:
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return
+    flags = [a for a in argv if a.startswith("-") and a not in ("-m", "--multirun")]
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" or flags:
+        return  # Hydra's own flags (--cfg, --info, -cn, ...) are Hydra's to answer
     multirun = any(a in ("-m", "--multirun") for a in argv)
     args = [a for a in argv if not a.startswith("-")]
     try:

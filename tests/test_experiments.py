@@ -1,0 +1,79 @@
+"""Every study is a named experiment config that composes and expands to its intended grid."""
+
+import json
+import math
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from cnnstudy.cli import _variants
+from cnnstudy.train import build_model
+
+from conftest import CONF, run_cli
+
+JOBS = {"bn_vs_nobn": 18, "lr_range": 108, "deeper_cnn": 21, "session5": 12, "dlwpt_ch8": 27, "cifar10_cnn": 15}
+
+
+def sweep_overrides(experiment: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    return OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])
+
+
+@pytest.mark.parametrize("experiment", list(JOBS))
+def test_experiment_expands_to_its_grid_with_three_seeds(experiment):
+    overrides = sweep_overrides(experiment)
+    sizes = {o.get_key_element(): len(list(o.sweep_string_iterator())) for o in overrides}
+    assert math.prod(sizes.values()) == JOBS[experiment]
+    assert sizes["seed"] == 3
+
+
+@pytest.mark.parametrize("experiment", list(JOBS))
+def test_every_arm_of_every_experiment_composes_and_builds(experiment):
+    overrides = sweep_overrides(experiment)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for variant in _variants(overrides, multirun=True):
+            cfg = compose("train", overrides=[f"experiment={experiment}", *variant])
+            build_model(cfg)
+
+
+def test_arms_set_what_the_studies_say(cfg_for):
+    bn = cfg_for("experiment=deeper_cnn", "arm/deeper_cnn=bn")
+    assert (bn.model.norm, bn.model.dropout, bn.optim.lr, bn.data.batch_size) == ("bn", 0.5, 3e-3, 64)
+    gap = cfg_for("experiment=deeper_cnn", "arm/deeper_cnn=bn_gap")
+    assert gap.model.head == "gap"
+    it4 = cfg_for("experiment=session5", "arm/session5=it4_step5")
+    assert (it4.scheduler.step_size, it4.scheduler.gamma, it4.model.norm, it4.model.dropout) == (5, 0.5, "bn", 0.1)
+    assert it4.data.augment.crop_size == 22 and it4.trainer.max_epochs == 19
+    tied = cfg_for("experiment=dlwpt_ch8", "arm/dlwpt_ch8=net_res_deep_tied")
+    assert tied.model.tied_blocks and tied.optim.lr == 3e-3 and tied.data.name == "cifar2"
+    l2 = cfg_for("experiment=dlwpt_ch8", "arm/dlwpt_ch8=net_l2")
+    assert l2.optim.weight_decay == 0.001 and l2.optim.lr == 1e-2
+    bn_study = cfg_for("experiment=bn_vs_nobn")
+    assert list(bn_study.data.mean) == [0.5] and bn_study.trainer.max_epochs == 10
+
+
+def test_a_diverging_job_is_recorded_and_the_sweep_goes_on(tmp_path, data_root):
+    result = run_cli(
+        "cnnstudy.train",
+        "-m",
+        "model=nobn",
+        "optim=sgd",
+        "optim.lr=1e-2,1e6",  # 1e6: the loss overflows within a few steps
+        f"hydra.sweep.dir={tmp_path}",
+        f"data.root={data_root}",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=20",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    by_lr = {}
+    for path in tmp_path.glob("*/metrics.json"):
+        metrics = json.loads(path.read_text())
+        by_lr[metrics["config"]["optim"]["lr"]] = metrics
+    assert by_lr[1e-2]["status"] == "completed" and len(by_lr[1e-2]["epochs"]) == 2
+    assert by_lr[1e6]["status"] == "diverged" and by_lr[1e6]["diverged_epoch"] == 0
+    assert "non-finite" in by_lr[1e6]["error"]
