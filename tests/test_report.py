@@ -1,0 +1,266 @@
+"""The sweep report: numbers on hand-written sweeps, the CLI's errors, and one tiny real sweep."""
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+import pytest
+from matplotlib.image import imread
+
+from cnnstudy.report import latest_sweep, main, report
+
+from conftest import run_cli
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def write_job(sweep: Path, number: int, overrides: list[str], status: str = "completed", **fields) -> Path:
+    """A job folder as train.py leaves it: .hydra/overrides.yaml and (unless metrics=None) metrics.json."""
+    job = sweep / str(number)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    values = dict(o.split("=", 1) for o in overrides)
+    record = {
+        "status": status,
+        "overrides": overrides,
+        "choices": {"model": values.get("model", "bn"), "optim": "adam", "data": "mnist"},
+        "config": {"seed": int(values.get("seed", 0)), "optim": {"lr": float(values.get("optim.lr", 1e-3))}},
+        "params": 1000 if values.get("model") == "bn" else 900,
+        "seconds": 1.0,
+        **fields,
+    }
+    (job / "metrics.json").write_text(json.dumps(record))
+    return job
+
+
+def epochs(first_loss: float, val_accs: list[float]) -> list[dict]:
+    """Per-epoch records: train loss halves each epoch, train acc = val acc - 0.01."""
+    return [
+        {"epoch": i, "train_loss": first_loss / 2**i, "train_acc": acc - 0.01, "val_loss": 0.1, "val_acc": acc}
+        for i, acc in enumerate(val_accs)
+    ]
+
+
+def completed(test_acc: float, seed: int, val_accs=(0.90, 0.95, 0.97)) -> dict:
+    return {
+        "test_acc": test_acc,
+        "test_loss": 0.1,
+        "best_val_acc": max(val_accs),
+        "epochs": epochs(0.5 + 0.1 * seed, val_accs),
+    }
+
+
+# (model, lr override) -> test_acc of seeds 0, 1, 2, with their mean and sample std worked out by hand
+TEST_ACC = {
+    ("bn", "1e-3"): ([0.97, 0.98, 0.99], 0.98, 0.01),
+    ("bn", "1e-2"): ([0.90, 0.92, 0.94], 0.92, 0.02),
+    ("nobn", "1e-3"): ([0.95, 0.95, 0.98], 0.96, 0.01 * 3**0.5),  # deviations -1, -1, 2 (x0.01): sqrt(6/2)
+    ("nobn", "1e-2"): ([0.80, 0.85, 0.90], 0.85, 0.05),
+}
+
+
+@pytest.fixture
+def synthetic_sweep(tmp_path) -> Path:
+    """2 models x 2 lrs x 3 seeds completed, plus a diverged, a failed, a running, an unreadable and a new job."""
+    sweep = tmp_path / "sweep"
+    number = 0
+    for (model, lr), (accs, _, _) in TEST_ACC.items():
+        for seed, acc in enumerate(accs):
+            write_job(sweep, number, [f"model={model}", f"optim.lr={lr}", f"seed={seed}"], **completed(acc, seed))
+            number += 1
+    diverged = {"diverged_epoch": 1, "error": "train loss is nan", "epochs": epochs(2.0, [0.5])}
+    write_job(sweep, 12, ["model=nobn", "optim.lr=1e-2", "seed=3"], "diverged", **diverged)
+    failed_overrides = ["model=bn", "optim.lr=1e-3", "seed=3"]
+    failed = {"status": "failed", "error": "RuntimeError: out of memory", "overrides": failed_overrides, "choices": {}}
+    (write_job(sweep, 13, failed_overrides) / "metrics.json").write_text(json.dumps(failed))  # all a failed job has
+    # A running job would pull every mean down (best val 10%) if it were counted.
+    running = {"best_val_acc": 0.10, "epochs": epochs(9.0, [0.10])}
+    write_job(sweep, 14, ["model=bn", "optim.lr=1e-2", "seed=3"], "running", **running)
+    unreadable = write_job(sweep, 15, ["model=nobn", "optim.lr=1e-3", "seed=3"])
+    (unreadable / "metrics.json").write_text('{"status": "compl')  # cut off mid-write
+    (write_job(sweep, 16, ["model=bn", "optim.lr=1e-3", "seed=4"]) / "metrics.json").unlink()
+    return sweep
+
+
+def table_row(markdown: str, group: str) -> list[str]:
+    (line,) = [line for line in markdown.splitlines() if line.startswith(f"| {group} |")]
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_means_and_sample_stds_over_completed_seeds(synthetic_sweep):
+    result = report(synthetic_sweep)
+    groups = {g["label"]: g for g in result["groups"]}
+    # numeric order: 1e-3 before 1e-2 (as strings "1e-2" < "1e-3")
+    labels = [
+        "model=bn optim.lr=1e-3",
+        "model=bn optim.lr=1e-2",
+        "model=nobn optim.lr=1e-3",
+        "model=nobn optim.lr=1e-2",
+    ]
+    assert list(groups) == labels
+    for (model, lr), (_, mean, std) in TEST_ACC.items():
+        group = groups[f"model={model} optim.lr={lr}"]
+        assert group["n"] == 3 and sorted(group["seeds"]) == [0, 1, 2]
+        assert group["stats"]["test_acc"]["mean"] == pytest.approx(mean, abs=1e-12)
+        assert group["stats"]["test_acc"]["std"] == pytest.approx(std, abs=1e-12)
+        # the running job (best val 10%, 1 epoch) is not in any mean
+        assert group["stats"]["best_val_acc"]["mean"] == pytest.approx(0.97)
+        assert group["stats"]["epoch1_train_loss"]["mean"] == pytest.approx(0.6)  # 0.5, 0.6, 0.7
+        assert group["stats"]["epoch1_train_loss"]["std"] == pytest.approx(0.1)
+        assert group["stats"]["last_train_loss"]["mean"] == pytest.approx(0.15)  # quartered
+        assert group["stats"]["last_train_acc"]["mean"] == pytest.approx(0.96)
+    assert result["counts"] == {
+        "completed": 12,
+        "diverged": 1,
+        "failed": 1,
+        "running": 1,
+        "unreadable": 1,
+        "no metrics.json": 1,
+    }
+
+    markdown = (synthetic_sweep / "report.md").read_text()
+    row = table_row(markdown, "model=bn optim.lr=1e-3")
+    assert row[:6] == ["model=bn optim.lr=1e-3", "3", "1,000", "0.6000 ± 0.1000", "89.00 ± 0.00", "0.1500 ± 0.0250"]
+    assert row[6:] == ["96.00 ± 0.00", "97.00 ± 0.00", "98.00 ± 1.00"]
+    assert table_row(markdown, "model=nobn optim.lr=1e-3")[-1] == "96.00 ± 1.73"
+    assert table_row(markdown, "model=nobn optim.lr=1e-2")[-1] == "85.00 ± 5.00"
+
+
+def test_unfinished_jobs_are_listed_not_dropped(synthetic_sweep):
+    report(synthetic_sweep)
+    markdown = (synthetic_sweep / "report.md").read_text()
+    unfinished = markdown.split("## Not finished")[1].split("##")[0]
+    rows = {row[0]: row for row in (line.strip("|").split("|") for line in unfinished.splitlines() if "|" in line)}
+    rows = {k.strip(): [c.strip() for c in v] for k, v in rows.items()}
+    assert rows["12"][1:] == ["diverged", "model=nobn optim.lr=1e-2 seed=3", "epoch 1: train loss is nan"]
+    assert rows["13"][1:] == ["failed", "model=bn optim.lr=1e-3 seed=3", "RuntimeError: out of memory"]
+    assert rows["14"][1:] == ["running", "model=bn optim.lr=1e-2 seed=3", "1 epoch(s) so far"]
+    assert rows["15"][1:3] == ["unreadable", "model=nobn optim.lr=1e-3 seed=3"]  # overrides from .hydra
+    assert rows["15"][3].startswith("JSONDecodeError")
+    assert rows["16"][1] == "no metrics.json"
+
+
+def test_plots_are_valid_pngs(synthetic_sweep):
+    result = report(synthetic_sweep)
+    assert result["plots"] == ["curves.png", "test_acc_vs_lr.png", "stability.png"]
+    for name in result["plots"]:
+        path = synthetic_sweep / name
+        assert path.read_bytes()[:8] == PNG_SIGNATURE and path.stat().st_size > 10_000
+        height, width, _ = imread(path).shape
+        assert 300 <= height <= 1000 and 500 <= width <= 1500
+        assert f"![{path.stem}]({name})" in (synthetic_sweep / "report.md").read_text()
+
+
+def test_no_plots_for_one_epoch_and_one_lr(tmp_path):
+    for seed in (0, 1):
+        write_job(tmp_path, seed, [f"seed={seed}"], **completed(0.9 + seed / 100, seed, val_accs=[0.9]))
+    result = report(tmp_path)
+    assert result["plots"] == [] and not list(tmp_path.glob("*.png"))
+    (group,) = result["groups"]
+    assert group["n"] == 2 and group["label"] == "defaults"
+    assert table_row((tmp_path / "report.md").read_text(), "defaults")[-1] == "90.50 ± 0.71"
+
+
+def lr_grid(sweep: Path, last_val_acc) -> None:
+    """bn and nobn over lr 1e-4 .. 1, 2 seeds; last_val_acc(model, lr, seed) -> float, or None for diverged."""
+    number = 0
+    for model in ("bn", "nobn"):
+        for lr in ("1e-4", "1e-3", "1e-2", "1e-1", "1"):
+            for seed in (0, 1):
+                overrides = [f"model={model}", f"optim.lr={lr}", f"seed={seed}", "trainer.max_epochs=2"]
+                acc = last_val_acc(model, float(lr), seed)
+                if acc is None:
+                    write_job(sweep, number, overrides, "diverged", diverged_epoch=0, error="nan", epochs=[])
+                else:
+                    write_job(sweep, number, overrides, **completed(acc, seed, val_accs=[0.3, acc]))
+                number += 1
+
+
+def bn_to_1e_1_nobn_to_1e_2(model: str, lr: float, seed: int) -> float | None:
+    if lr == 1:
+        return None  # both diverge
+    if model == "nobn" and lr == 0.1:
+        return 0.95 if seed == 0 else 0.5  # one seed of two still trains: not "all seeds"
+    return 0.97
+
+
+def test_largest_lr_that_still_trains_and_bn_ratio(tmp_path):
+    lr_grid(tmp_path, bn_to_1e_1_nobn_to_1e_2)
+    result = report(tmp_path)
+    largest = {s["label"]: s["largest_lr"] for s in result["lr_series"]}
+    assert largest == {"model=bn": 0.1, "model=nobn": 0.01}
+    (ratio,) = result["bn_ratios"]
+    assert ratio["ratio"] == pytest.approx(10)
+    nobn = result["lr_series"][1]["points"]
+    assert [(p["lr"], p["trained"], p["decided"], p["diverged"]) for p in nobn][-2:] == [(0.1, 1, 2, 0), (1.0, 0, 2, 2)]
+    markdown = (tmp_path / "report.md").read_text()
+    assert "BN / no BN: `model=bn` vs `model=nobn`: ratio 10×" in markdown
+    assert table_row(markdown, "model=nobn")[1:] == ["0.01", "0.0001: 2/2, 0.001: 2/2, 0.01: 2/2, 0.1: 1/2, 1: 0/2"]
+    assert "same in every group: `trainer.max_epochs=2`" in markdown
+    # a lower bar: both seeds of nobn at 0.1 now train
+    lowered = report(tmp_path, trains_above=0.4)
+    assert [s["largest_lr"] for s in lowered["lr_series"]] == [0.1, 0.1] and lowered["bn_ratios"][0]["ratio"] == 1
+
+
+def test_latest_picks_the_newest_sweep_at_any_depth(tmp_path, monkeypatch, capsys):
+    old, new = tmp_path / "multirun" / "2024-01-01_00-00-00", tmp_path / "multirun" / "lr_study" / "2024-01-02_00-00-00"
+    for i, sweep in enumerate((old, new)):
+        job = write_job(sweep, 0, ["seed=0"], **completed(0.9, 0))
+        for path in (job / "metrics.json", sweep):
+            os.utime(path, (1_000_000 + i, 1_000_000 + i))
+    monkeypatch.chdir(tmp_path)
+    assert latest_sweep() == Path("multirun/lr_study/2024-01-02_00-00-00")
+    main(["--latest"])
+    assert capsys.readouterr().out.splitlines() == [
+        "multirun/lr_study/2024-01-02_00-00-00/report.md",
+        "defaults: n=1 test acc 90.00 ± – %, best val acc 97.00 ± – %",
+    ]
+    assert (new / "report.md").exists() and not (old / "report.md").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "empty"])
+def test_cli_errors_in_one_line(tmp_path, case):
+    folder = tmp_path / case
+    if case == "empty":
+        folder.mkdir()
+    result = run_cli("cnnstudy.report", str(folder))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(folder) in lines[0], result.stderr
+
+
+def test_tiny_real_sweep(tmp_path, data_root):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "cnnstudy.train",
+        "-m",
+        "model=bn,nobn",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        f"data.root={data_root}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_cli("cnnstudy.report", str(sweep))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(sweep / "report.md") and len(lines) == 3
+    markdown = (sweep / "report.md").read_text()
+    assert "command: `python -m cnnstudy.train -m model=bn,nobn seed=0,1 " in markdown
+    assert "jobs: 4 (4 completed)" in markdown
+    for model in ("bn", "nobn"):
+        test_accs = []
+        for path in sweep.glob("*/metrics.json"):
+            metrics = json.loads(path.read_text())
+            if metrics["choices"]["model"] == model:
+                test_accs.append(metrics["test_acc"])
+        assert len(test_accs) == 2
+        row = table_row(markdown, f"model={model}")
+        assert row[1] == "2"
+        expected = f"{statistics.fmean(test_accs) * 100:.2f} ± {statistics.stdev(test_accs) * 100:.2f}"
+        assert row[-1] == expected
+        assert any(line.startswith(f"model={model}: n=2 test acc {expected} %") for line in lines)
