@@ -15,20 +15,21 @@ def event_files(run_dir: Path) -> list[Path]:
     return list((run_dir / "tb").glob("*/events.out.tfevents.*"))
 
 
-def test_short_real_training_on_mnist_reaches_97_percent(tmp_path, data_root):
+def test_short_real_training_on_mnist_reaches_97_percent_and_records_every_epoch(tmp_path, data_root):
     result = run_cli(
         "cnnstudy.train",
         f"hydra.run.dir={tmp_path}",
         f"data.root={data_root}",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=150",  # 15,000 training images
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=75",  # 7,500 training images per epoch
+        "optim.lr=2e-3",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert CONTRACT <= metrics.keys() and metrics["status"] == "completed"
     assert metrics["params"] == 422_090
     assert metrics["test_acc"] >= 0.97, metrics["test_acc"]
-    assert [set(e) for e in metrics["epochs"]] == [EPOCH]
+    assert [set(e) for e in metrics["epochs"]] == [EPOCH, EPOCH]
     assert 0 <= metrics["epochs"][0]["train_acc"] <= 1 and metrics["best_val_acc"] >= 0.97
     assert (tmp_path / "checkpoints" / "last.ckpt").exists() and event_files(tmp_path)
 
@@ -41,10 +42,13 @@ def test_two_by_two_multirun_writes_four_results(tmp_path, data_root):
         "optim.lr=1e-3,1e-2",
         f"hydra.sweep.dir={tmp_path}",
         f"data.root={data_root}",
-        "trainer.max_epochs=1",
+        "trainer.max_epochs=2",
         "trainer.limit_train_batches=5",
         "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=2",
+        # "best" = lowest val acc, so the tested checkpoint is an early one: testing it must not roll
+        # metrics.json back to that epoch.
+        "callbacks.model_checkpoint.mode=min",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(p.parent for p in tmp_path.glob("*/metrics.json"))
@@ -53,6 +57,7 @@ def test_two_by_two_multirun_writes_four_results(tmp_path, data_root):
     for run in runs:
         metrics = json.loads((run / "metrics.json").read_text())
         assert CONTRACT <= metrics.keys() and metrics["status"] == "completed"
+        assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
         (tb_run,) = {p.parent.name for p in event_files(run)}
         assert tb_run == run_name(metrics["overrides"])
         assert "data.root" not in tb_run and "model=" in tb_run and "optim.lr=" in tb_run

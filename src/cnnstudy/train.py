@@ -121,7 +121,11 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
         return metrics_file.write(status="diverged", diverged_epoch=e.epoch, error=str(e))
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
+    if best:
+        # Load the weights only: trainer.test(ckpt_path=...) would also restore the callbacks' state
+        # of that epoch, rolling metrics.json back to the best epoch.
+        module.load_state_dict(load_checkpoint(best)["state_dict"])
+    (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
     result = {"test_acc": test["test_acc"], "test_loss": test["test_loss"], "best_ckpt": best}
     logger.log_hyperparams(
         hparams(cfg, choices, overrides, params),
