@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--formats", action="store_true", help="also compare NCHW and channels_last")
     args = parser.parse_args()
-    rounds, n_batches, warmup = (1, 8, 2) if args.quick else (5, 40, 5)
+    rounds, n_batches, warmup = (1, 8, 2) if args.quick else (3, 30, 5)
     cases = CASES[:2] if args.quick else CASES
     results = []
     for model, data, batch_size in cases:

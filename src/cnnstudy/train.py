@@ -11,6 +11,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -100,6 +101,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
         log.info("%s: already completed, test_acc=%.4f (not retrained)", output_dir, previous["test_acc"])
         return previous
 
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # bad data answers now, before anything is written
