@@ -13,6 +13,7 @@ outcome says nothing about the learning rate yet).
 
 import argparse
 import json
+import re
 import shlex
 import statistics
 import sys
@@ -346,6 +347,36 @@ def write_markdown(sweep_dir: Path, result: dict, common: set[str], threshold: f
     return str(sweep_dir / REPORT_FILE)
 
 
+def is_line_key(key: str) -> bool:
+    """What a dashboard chart overlays (model, optimizer, study arm); other varying keys pick the chart."""
+    return key in ("model", "optim") or key.startswith("arm/")
+
+
+def write_dashboard(sweep_dir: Path, groups: list[dict], common: set[str]) -> None:
+    """A TensorBoard run `tb_summary/` with each group's mean curves and a custom-scalars layout
+    with one chart per value of the other varying keys (e.g. one chart per learning rate,
+    overlaying bn and nobn). `tensorboard --logdir <sweep>` shows it beside the jobs' own runs."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    charts = defaultdict(dict)
+    with SummaryWriter(str(sweep_dir / "tb_summary")) as writer:
+        for group in (g for g in groups if g["n"]):
+            varying = [o for o in group["key"] if o not in common]
+            line = " ".join(o for o in varying if is_line_key(override_key(o))) or "all"
+            panel = " ".join(o for o in varying if not is_line_key(override_key(o))) or "all"
+            for metric in ("val_acc", "train_loss"):
+                per_epoch = defaultdict(list)
+                for job in group["jobs"]:
+                    for e in job["metrics"].get("epochs") or []:
+                        if e.get(metric) is not None:
+                            per_epoch[e["epoch"]].append(e[metric])
+                for epoch, values in sorted(per_epoch.items()):
+                    writer.add_scalar(f"{metric}/{panel}/{line}", statistics.fmean(values), epoch)
+                chart = f"{metric}: {panel} (mean over seeds)"
+                charts[metric][chart] = ["Multiline", [re.escape(f"{metric}/{panel}/") + ".*"]]
+        writer.add_custom_scalars({metric.replace("_", " "): dict(c) for metric, c in charts.items()})
+
+
 def report(sweep_dir: Path, trains_above: float = 0.9) -> dict:
     """Write report.md and the plots into `sweep_dir`; returns the numbers behind them."""
     sweep_dir = Path(sweep_dir)
@@ -372,6 +403,7 @@ def report(sweep_dir: Path, trains_above: float = 0.9) -> dict:
         plot_test_acc_vs_lr(series, sweep_dir / "test_acc_vs_lr.png")
         plot_stability(series, trains_above, sweep_dir / "stability.png")
         result["plots"] += ["test_acc_vs_lr.png", "stability.png"]
+    write_dashboard(sweep_dir, groups, common)
     result["report"] = write_markdown(sweep_dir, result, common, trains_above)
     return result
 

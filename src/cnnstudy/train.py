@@ -5,7 +5,9 @@ writes metrics.json, TensorBoard events and checkpoints into the run's output di
 same command in the same dir resumes from last.ckpt, or reports the result if the run completed.
 """
 
+import copy
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from cnnstudy.checkpoints import CONFIG_KEY, AtomicCheckpointIO, load_checkpoint
 from cnnstudy.cli import check_overrides
 from cnnstudy.errors import UserError, find_user_error
 from cnnstudy.module import Classifier, Diverged
-from cnnstudy.results import METRICS_FILE, read_metrics, run_name
+from cnnstudy.results import METRICS_FILE, read_metrics, run_name, write_json_atomic
 
 log = logging.getLogger("cnnstudy")
 # Lightning gives its loggers a stderr handler of their own when imported before logging is set up;
@@ -33,6 +35,32 @@ log = logging.getLogger("cnnstudy")
 for _name in ("lightning.pytorch", "lightning.fabric"):
     logging.getLogger(_name).handlers.clear()
     logging.getLogger(_name).propagate = True
+
+
+def threads_per_job() -> int:
+    """CPU threads for one job: the machine's cores split evenly between parallel jobs, so that
+    jobs x threads <= cores (oversubscribed jobs slow each other down far more than they gain)."""
+    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
+    n_jobs = launcher.get("n_jobs") or 1
+    cores = os.cpu_count() or 1
+    return max(1, cores // (cores if n_jobs < 0 else n_jobs))
+
+
+OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
+# Keys that say where and how fast a run goes, not what it computes: a resumed run may change them.
+RUNTIME_KEYS = ("threads", "data.root", "data.num_workers")
+
+
+def comparable(config: dict) -> dict:
+    """`config` without RUNTIME_KEYS, for deciding whether an output dir holds the same run."""
+    config = copy.deepcopy(config)
+    for key in RUNTIME_KEYS:
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node.get(parent, {})
+        node.pop(leaf, None)
+    return config
 
 
 def build_model(cfg: DictConfig) -> nn.Module:
@@ -91,8 +119,9 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     config = OmegaConf.to_container(cfg, resolve=True)
     previous = read_metrics(output_dir)
     last = output_dir / "checkpoints" / "last.ckpt"
-    resumable = last.exists() and load_checkpoint(last)[CONFIG_KEY].get("config") == config
-    if (previous is not None and previous.get("config") != config) or (last.exists() and not resumable):
+    same = comparable(config)
+    resumable = last.exists() and comparable(load_checkpoint(last)[CONFIG_KEY].get("config", {})) == same
+    if (previous is not None and comparable(previous.get("config", {})) != same) or (last.exists() and not resumable):
         raise UserError(
             f"{output_dir} holds a run of a different config: choose another output dir "
             f"(hydra.run.dir=... or hydra.sweep.dir=...) or delete that one"
@@ -140,8 +169,17 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     return record
 
 
+def record_failure(output_dir: Path, overrides: list[str], choices: dict, error: str) -> None:
+    """Mark this job's metrics.json failed, keeping its epochs; another run's file is left alone."""
+    existing = read_metrics(output_dir)
+    if existing is not None and existing.get("overrides") != overrides:
+        return
+    record = existing or {"overrides": overrides, "choices": choices}
+    write_json_atomic(output_dir / METRICS_FILE, {**record, "status": "failed", "error": error})
+
+
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
@@ -159,11 +197,9 @@ def main(cfg: DictConfig) -> float | None:
             raise
         # One failing job must not end the sweep: record it and go on to the next.
         log.exception("%s failed", output_dir)
-        MetricsFile(output_dir / METRICS_FILE, {"overrides": overrides, "choices": choices}).write(
-            status="failed", error=f"{type(e).__name__}: {e}"
-        )
-        return None
-    return record.get("best_val_acc")
+        record_failure(output_dir, overrides, choices, f"{type(e).__name__}: {user_error or e}")
+        return 0.0
+    return record.get("best_val_acc") or 0.0  # the objective of an Optuna search: 0 for a diverged run
 
 
 if __name__ == "__main__":

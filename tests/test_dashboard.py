@@ -1,0 +1,84 @@
+"""TensorBoard shows every job of a real sweep: scalars, hparams, and the report's overlay layout."""
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from cnnstudy.report import report
+
+from conftest import run_cli
+
+
+def get(url: str, body: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={"X-XSRF-Protected": "1", "Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def tensorboard(tmp_path):
+    """Start TensorBoard on 127.0.0.1 (a free port) for a log dir; yields a function of the dir."""
+    processes = []
+
+    def start(logdir) -> str:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
+             "--port", "0", "--load_fast", "false", "--reload_interval", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        processes.append(process)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            match = re.search(r"http://127\.0\.0\.1:(\d+)/", process.stdout.readline())
+            if match:
+                return f"http://127.0.0.1:{match[1]}"
+        raise AssertionError("TensorBoard did not start")
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_tensorboard_lists_every_job_with_scalars_hparams_and_the_overlay_layout(tmp_path, data_root, tensorboard):
+    sweep = run_cli(
+        "cnnstudy.train", "-m", "model=bn,nobn", "optim.lr=1e-3,1e-2", f"hydra.sweep.dir={tmp_path}",
+        f"data.root={data_root}", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+    )  # fmt: skip
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    report(tmp_path)
+    url = tensorboard(tmp_path)
+
+    deadline, tags = time.time() + 90, {}
+    while time.time() < deadline:
+        tags = get(f"{url}/data/plugin/scalars/tags")
+        if sum("val_acc" in t for t in tags.values()) >= 4 and any(r.startswith("tb_summary") for r in tags):
+            break
+        time.sleep(1)
+    job_runs = {run: t for run, t in tags.items() if "/tb/" in run}
+    names = {run.split("/tb/")[1].split(",trainer.")[0] for run in job_runs}
+    assert names == {f"model={m},optim.lr={lr}" for m in ("bn", "nobn") for lr in ("0.001", "0.01")}
+    for run, run_tags in job_runs.items():
+        assert {"train_loss", "train_acc", "val_loss", "val_acc", "hp/test_acc"} <= set(run_tags), run
+        points = get(f"{url}/data/plugin/scalars/scalars?run={urllib.parse.quote(run)}&tag=val_acc")
+        assert [p[1] for p in points] == [0, 1] or len(points) == 2
+
+    experiment = get(f"{url}/data/plugin/hparams/experiment", {"experimentName": ""})
+    hparams = {h["name"] for h in experiment["hparamInfos"]}
+    metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
+    assert {"model", "lr", "seed", "params"} <= hparams and {"hp/test_acc", "hp/best_val_acc"} <= metrics
+
+    layout = get(f"{url}/data/plugin/custom_scalars/layout")
+    charts = [chart["title"] for category in layout["category"] for chart in category["chart"]]
+    assert (
+        "val_acc: optim.lr=0.001 (mean over seeds)" in charts and "val_acc: optim.lr=0.01 (mean over seeds)" in charts
+    )
