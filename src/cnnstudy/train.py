@@ -121,7 +121,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     last = output_dir / "checkpoints" / "last.ckpt"
     same = comparable(config)
     resumable = last.exists() and comparable(load_checkpoint(last)[CONFIG_KEY].get("config", {})) == same
-    if (previous is not None and comparable(previous.get("config", {})) != same) or (last.exists() and not resumable):
+    recorded = previous.get("config") if previous else None  # a job that failed early recorded none
+    if (recorded is not None and comparable(recorded) != same) or (last.exists() and not resumable):
         raise UserError(
             f"{output_dir} holds a run of a different config: choose another output dir "
             f"(hydra.run.dir=... or hydra.sweep.dir=...) or delete that one"
