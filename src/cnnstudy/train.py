@@ -47,8 +47,9 @@ def threads_per_job() -> int:
 
 
 OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
-# Keys that say where and how fast a run goes, not what it computes: a resumed run may change them.
-RUNTIME_KEYS = ("threads", "data.root", "data.num_workers")
+# Keys that say where and how fast a run goes or what it measures on the side, not what it computes:
+# a resumed run may change them (the probes are tested to leave the trajectory unchanged).
+RUNTIME_KEYS = ("threads", "data.root", "data.num_workers", "probes")
 
 
 def comparable(config: dict) -> dict:
@@ -143,6 +144,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     metrics_file = MetricsFile(output_dir / METRICS_FILE, header)
     logger = TensorBoardLogger(save_dir=str(output_dir), name="tb", version=name, default_hp_metric=False)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [metrics_file]
+    callbacks += [instantiate(c) for c in (cfg.get("probes") or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
 
     if resumable:

@@ -1,0 +1,282 @@
+"""Probes of what BatchNorm does to training: Lightning callbacks, off by default (`probes=bn` turns them on).
+
+    LayerStats      per Conv2d/Linear layer: gradient norm of the weight, mean/std/histogram of the output
+    LandscapeProbe  the loss landscape along the gradient, after Santurkar et al. 2018
+    FeatureMaps     first-layer filters and per-block feature maps of fixed validation images
+
+They write straight to the Trainer's loggers at `trainer.global_step` (TensorBoard under the run's `tb/`)
+rather than through `self.log`, so that `log_every_n_steps` does not thin out measurements that are already
+taken only every k steps. None of them changes what training computes: a run with them is bitwise the
+run without them (parameters and buffers, tests/test_probes.py).
+"""
+
+from functools import partial
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torchvision.utils import make_grid
+
+
+def log_scalars(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def tensorboard(trainer: L.Trainer):
+    """The SummaryWriter of the Trainer's TensorBoard logger, or None when it has none."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def global_norm(tensors) -> torch.Tensor:
+    """The L2 norm of all `tensors` taken as one vector."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
+
+
+def rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_interval(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a whole number >= 1")
+    return value
+
+
+class LayerStats(L.Callback):
+    """Every `every_n_steps` training steps, per Conv2d and Linear layer of `pl_module.model`:
+
+        grad_norm/<layer>   L2 norm of the weight's gradient after backward (before any gradient clipping)
+        act_mean/<layer>    mean of the layer's output on that step's batch
+        act_std/<layer>     its std
+        act/<layer>         a histogram of that output (TensorBoard loggers only)
+
+    The forward hooks exist only from the start of a measured step to its backward, so other steps pay
+    nothing and the extra forwards of LandscapeProbe on the same step are not counted.
+    """
+
+    def __init__(self, every_n_steps: int = 50, histograms: bool = True):
+        self.every_n_steps = check_interval("every_n_steps", every_n_steps)
+        self.histograms = histograms
+        self._handles: list = []
+        self._outputs: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def layers(pl_module: L.LightningModule) -> list[tuple[str, nn.Module]]:
+        return [(name, m) for name, m in pl_module.model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+    def _keep(self, name: str, module: nn.Module, inputs, output: torch.Tensor) -> None:
+        self._outputs.setdefault(name, output.detach())  # the first call is the training forward
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step % self.every_n_steps == 0:
+            self._handles = [m.register_forward_hook(partial(self._keep, name)) for name, m in self.layers(pl_module)]
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        self._remove_hooks()  # the training forward is done
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if not self._outputs:
+            return
+        outputs, self._outputs = self._outputs, {}
+        metrics = {}
+        writer = tensorboard(trainer) if self.histograms else None
+        for name, layer in self.layers(pl_module):
+            if layer.weight.grad is not None:
+                metrics[f"grad_norm/{name}"] = torch.linalg.vector_norm(layer.weight.grad.float()).item()
+            if name in outputs:
+                out = outputs[name].float()
+                metrics[f"act_mean/{name}"] = out.mean().item()
+                metrics[f"act_std/{name}"] = out.std().item()
+                if writer is not None:
+                    writer.add_histogram(f"act/{name}", out, trainer.global_step)
+        log_scalars(trainer, metrics)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # a step that skipped backward (training_step returned None) must not leave hooks behind
+        self._remove_hooks()
+        self._outputs = {}
+
+
+class LandscapeProbe(L.Callback):
+    """The loss landscape along the gradient, after Santurkar et al. 2018 ("How does batch normalization
+    help optimization?"), every `every_n_steps` training steps on that step's batch.
+
+    With g the step's gradient (before any clipping) and, for each step size eta, theta' = theta - eta*g:
+
+        landscape/loss_min, loss_max          min / max over eta of L(theta')   (variation of the loss)
+        landscape/grad_change_min, _max       min / max of ||grad L(theta') - g|| (gradient predictiveness)
+        landscape/beta_smoothness             max of ||grad L(theta') - g|| / ||eta*g|| (effective beta-smoothness)
+        landscape/grad_norm                   ||g||, to read the others against
+
+    Step sizes are multiples of the optimizer's current learning rate (its first param group): eta = s * lr,
+    so s = 1 is exactly one plain-SGD step, runs at the same lr (BN vs no BN) probe the same distances, and
+    a schedule scales the probe with the steps training actually takes. The defaults look 5 % to 40 % of an
+    SGD step ahead. Adam steps neither along g nor by lr*||g||: there the probe still measures the landscape
+    along g, at distances comparable between runs of the same lr.
+
+    It runs in `on_before_optimizer_step`, where the real gradients exist and the optimizer has not yet
+    used them. It computes gradients with `torch.autograd.grad`, never `.backward()`, and restores
+    parameters, gradients, all buffers (BN running stats, num_batches_tracked) and the global RNG
+    afterwards, so the optimizer step that follows is the one it would have been. Forwards run in the
+    training step's mode (train: BN uses batch statistics, the loss the optimizer actually descends) and
+    replay the training step's random stream, so dropout draws the same masks as the real forward and the
+    landscape is that of the function g came from. `loss_fn(pl_module(images), labels)` is the loss:
+    cross-entropy, as in the Classifier.
+    """
+
+    def __init__(self, every_n_steps: int = 100, step_sizes=(0.05, 0.1, 0.2, 0.4), loss_fn=F.cross_entropy):
+        self.every_n_steps = check_interval("every_n_steps", every_n_steps)
+        self.step_sizes = tuple(float(s) for s in step_sizes)
+        if not self.step_sizes or min(self.step_sizes) <= 0:
+            raise ValueError(f"step_sizes={list(self.step_sizes)} must be positive numbers")
+        self.loss_fn = loss_fn
+        self.last: dict[str, float] = {}  # the latest probe's numbers, for inspection and tests
+        self._batch = None
+        self._rng = None
+
+    def setup(self, trainer, pl_module, stage):
+        # g must be the gradient of the one batch the probe reuses
+        if stage == "fit" and (not pl_module.automatic_optimization or trainer.accumulate_grad_batches != 1):
+            raise ValueError("LandscapeProbe needs automatic optimization and accumulate_grad_batches=1")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step % self.every_n_steps == 0:
+            self._batch, self._rng = batch, rng_state()  # the RNG the training forward is about to draw from
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if self._batch is None:
+            return
+        batch, self._batch = self._batch, None
+        lr = optimizer.param_groups[0]["lr"]
+        with trainer.precision_plugin.train_step_context():  # autocast etc. as in the training step
+            self.last = self.probe(pl_module, batch, [s * lr for s in self.step_sizes], self._rng)
+        log_scalars(trainer, self.last)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._batch = None  # a step without optimizer step must not probe a later step with this batch
+
+    def probe(self, pl_module: nn.Module, batch, etas: list[float], rng: dict) -> dict[str, float]:
+        """The landscape numbers at step sizes `etas`; leaves pl_module and the global RNG as it found them."""
+        images, labels = batch
+        params = [p for p in pl_module.parameters() if p.grad is not None]
+        if not params:
+            return {}
+        g = [p.grad.detach().clone() for p in params]  # also the saved gradients
+        theta = [p.detach().clone() for p in params]
+        buffers = [b.detach().clone() for b in pl_module.buffers()]
+        rng_before = rng_state()
+        g_norm = global_norm(g).item()
+        losses, changes, betas = [], [], []
+        try:
+            for eta in etas:
+                with torch.no_grad():
+                    for p, p0, gi in zip(params, theta, g, strict=True):
+                        p.copy_(p0 - eta * gi)
+                set_rng_state(rng)
+                with torch.enable_grad():  # optimizer.step may run its closure without grad
+                    loss = self.loss_fn(pl_module(images), labels)
+                    grads = torch.autograd.grad(loss, params, allow_unused=True)
+                change = global_norm(
+                    [-gi if gn is None else gn.detach() - gi for gn, gi in zip(grads, g, strict=True)]
+                ).item()
+                losses.append(loss.item())
+                changes.append(change)
+                betas.append(change / (eta * g_norm) if g_norm > 0 else float("nan"))
+        finally:
+            with torch.no_grad():
+                for p, p0, gi in zip(params, theta, g, strict=True):
+                    p.copy_(p0)
+                    p.grad.copy_(gi)
+                for b, b0 in zip(pl_module.buffers(), buffers, strict=True):
+                    b.copy_(b0)
+            set_rng_state(rng_before)
+        return {
+            "landscape/loss_min": min(losses),
+            "landscape/loss_max": max(losses),
+            "landscape/grad_change_min": min(changes),
+            "landscape/grad_change_max": max(changes),
+            "landscape/beta_smoothness": max(betas),
+            "landscape/grad_norm": g_norm,
+        }
+
+
+def tiles(x: torch.Tensor, nrow: int, min_size: int = 32) -> torch.Tensor:
+    """A (3, H, W) image grid of the (N, C, H, W) tiles `x`, each scaled to its own range and blown up
+    (nearest) to at least `min_size` pixels so that 3x3 filters and 7x7 maps are visible."""
+    scale = max(1, min_size // x.shape[-1])
+    x = F.interpolate(x.detach().float(), scale_factor=scale, mode="nearest") if scale > 1 else x.detach().float()
+    return make_grid(x.cpu(), nrow=nrow, normalize=True, scale_each=True, padding=1)
+
+
+class FeatureMaps(L.Callback):
+    """At the end of every `every_n_epochs`-th validation epoch, TensorBoard images (step: global step):
+
+        feature_maps/filters          the first Conv2d's weights (RGB tiles for 3 input channels)
+        feature_maps/input            the fixed validation images
+        feature_maps/<i>_<Block>      the output of block i of `model.features`, first `n_channels`
+                                      channels: one row per image, one column per channel
+
+    The images are the first `n_images` the first validation (the sanity check, if any) sees, after the
+    datamodule's device-side normalisation, kept on the CPU: the same images every epoch, even with a
+    shuffled validation loader. Rendering runs in the validation's eval mode without gradients: no BN
+    statistic moves, no random number is drawn.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, n_images: int = 8, n_channels: int = 8):
+        self.every_n_epochs = check_interval("every_n_epochs", every_n_epochs)
+        self.n_images = check_interval("n_images", n_images)
+        self.n_channels = check_interval("n_channels", n_channels)
+        self.images: torch.Tensor | None = None
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        have = 0 if self.images is None else len(self.images)
+        if dataloader_idx != 0 or have >= self.n_images:
+            return
+        new = batch[0][: self.n_images - have].detach().cpu()
+        self.images = new if self.images is None else torch.cat([self.images, new])
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs or self.images is None:
+            return
+        writer = tensorboard(trainer)
+        if writer is None:
+            return
+        model, step = pl_module.model, trainer.global_step
+        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        if conv is not None:
+            w, nrow = conv.weight, 8
+            if w.shape[1] not in (1, 3):  # no colour to show: one grey tile per (out, in), a row per filter
+                w, nrow = w.flatten(0, 1).unsqueeze(1), w.shape[1]
+            writer.add_image("feature_maps/filters", tiles(w, nrow=nrow), step)
+        x = self.images.to(pl_module.device)
+        writer.add_image("feature_maps/input", tiles(x if x.shape[1] in (1, 3) else x[:, :1], nrow=len(x)), step)
+        features = getattr(model, "features", None)
+        if not isinstance(features, nn.Sequential):
+            return
+        with torch.no_grad():
+            for i, block in enumerate(features):
+                x = block(x)
+                if x.dim() == 4 and x.shape[-1] > 1:  # skip a global pool's 1x1 output
+                    maps = x[:, : self.n_channels]
+                    grid = tiles(maps.flatten(0, 1).unsqueeze(1), nrow=maps.shape[1])
+                    writer.add_image(f"feature_maps/{i}_{type(block).__name__}", grid, step)
