@@ -36,6 +36,9 @@ lint: setup
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
 
+bench: setup
+	$(PY) -m cnnstudy.bench $(ARGS)
+
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir multirun --host 127.0.0.1
 

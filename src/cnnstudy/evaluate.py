@@ -30,7 +30,8 @@ def evaluation_config(stored: dict, choices: dict, overrides: list[str]):
         return compose("train", overrides=base + overrides)
 
 
-def evaluate(ckpt_path: str, overrides: list[str]) -> dict:
+def load_module(ckpt_path: str, overrides: list[str]):
+    """(config, Classifier with the checkpoint's weights), or a UserError if they do not fit."""
     checkpoint = load_checkpoint(ckpt_path)
     info = checkpoint[CONFIG_KEY]
     cfg = evaluation_config(info["config"], info.get("choices", {}), overrides)
@@ -41,6 +42,11 @@ def evaluate(ckpt_path: str, overrides: list[str]) -> dict:
         trained = " ".join(f"{g}={info['choices'][g]}" for g in ("model", "data") if g in info.get("choices", {}))
         asked = " ".join(o for o in overrides if o.partition("=")[0] in GROUPS)
         raise UserError(f"{ckpt_path} was trained as {trained}: it does not fit {asked}") from None
+    return cfg, module
+
+
+def evaluate(ckpt_path: str, overrides: list[str]) -> dict:
+    cfg, module = load_module(ckpt_path, overrides)
     datamodule = instantiate(cfg.data)
     datamodule.setup("test")  # missing or bad data answers before the Trainer starts
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)

@@ -261,22 +261,30 @@ class FeatureMaps(L.Callback):
         writer = tensorboard(trainer)
         if writer is None:
             return
-        model, step = pl_module.model, trainer.global_step
-        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-        if conv is not None:
-            w, nrow = conv.weight, 8
-            if w.shape[1] not in (1, 3):  # no colour to show: one grey tile per (out, in), a row per filter
-                w, nrow = w.flatten(0, 1).unsqueeze(1), w.shape[1]
-            writer.add_image("feature_maps/filters", tiles(w, nrow=nrow), step)
-        x = self.images.to(pl_module.device)
-        writer.add_image("feature_maps/input", tiles(x if x.shape[1] in (1, 3) else x[:, :1], nrow=len(x)), step)
-        features = getattr(model, "features", None)
-        if not isinstance(features, nn.Sequential):
-            return
-        with torch.no_grad():
-            for i, block in enumerate(features):
-                x = block(x)
-                if x.dim() == 4 and x.shape[-1] > 1:  # skip a global pool's 1x1 output
-                    maps = x[:, : self.n_channels]
-                    grid = tiles(maps.flatten(0, 1).unsqueeze(1), nrow=maps.shape[1])
-                    writer.add_image(f"feature_maps/{i}_{type(block).__name__}", grid, step)
+        for name, grid in feature_map_grids(pl_module.model, self.images.to(pl_module.device), self.n_channels).items():
+            writer.add_image(f"feature_maps/{name}", grid, trainer.global_step)
+
+
+def feature_map_grids(model: nn.Module, images: torch.Tensor, n_channels: int = 8) -> dict[str, torch.Tensor]:
+    """Image grids of the first conv layer's filters, the input images, and the output of each block
+    of `model.features` (first `n_channels` channels: a row per image, a column per channel).
+    Called in eval mode without gradients, it changes nothing in the model."""
+    grids = {}
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is not None:
+        w, nrow = conv.weight, 8
+        if w.shape[1] not in (1, 3):  # no colour to show: one grey tile per (out, in), a row per filter
+            w, nrow = w.flatten(0, 1).unsqueeze(1), w.shape[1]
+        grids["filters"] = tiles(w, nrow=nrow)
+    x = images
+    grids["input"] = tiles(x if x.shape[1] in (1, 3) else x[:, :1], nrow=len(x))
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Sequential):
+        return grids
+    with torch.no_grad():
+        for i, block in enumerate(features):
+            x = block(x)
+            if x.dim() == 4 and x.shape[-1] > 1:  # skip a global pool's 1x1 output
+                maps = x[:, :n_channels]
+                grids[f"{i}_{type(block).__name__}"] = tiles(maps.flatten(0, 1).unsqueeze(1), nrow=maps.shape[1])
+    return grids
