@@ -23,12 +23,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import torchvision
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from cnnstudy.cli import CONF_DIR
+from cnnstudy.cli import compose_train
 from cnnstudy.data.sources import default_root, load
 from cnnstudy.train import build_module
 
@@ -36,17 +35,15 @@ CASES = [("bn", "mnist", 100), ("nobn", "mnist", 100), ("cifar_cnn", "cifar10", 
 
 
 def config(model: str, data: str, batch_size: int, channels_last: bool):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                f"model={model}",
-                f"data={data}",
-                f"data.batch_size={batch_size}",
-                f"module.channels_last={channels_last}",
-                "callbacks.model_checkpoint.dirpath=null",
-            ],
-        )
+    return compose_train(
+        [
+            f"model={model}",
+            f"data={data}",
+            f"data.batch_size={batch_size}",
+            f"module.channels_last={channels_last}",
+            "callbacks.model_checkpoint.dirpath=null",
+        ],
+    )
 
 
 class PilImages(Dataset):

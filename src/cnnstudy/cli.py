@@ -91,3 +91,10 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
             except (HydraException, OmegaConfBaseException) as e:
                 cause = f"; {e.__cause__}" if e.__cause__ is not None else ""
                 fail(one_line(f"{e}{cause}"))
+
+
+def compose_train(overrides: list[str], return_hydra_config: bool = False):
+    """The train config with `overrides`, as `python -m cnnstudy.train` composes it (mistakes in one line)."""
+    check_overrides("train", overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)

@@ -7,12 +7,11 @@ checkpoint elsewhere: a checkpoint that does not fit it is refused in one line.
 
 import sys
 
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cnnstudy.checkpoints import CONFIG_KEY, load_checkpoint
-from cnnstudy.cli import CONF_DIR, check_overrides, fail
+from cnnstudy.cli import compose_train, fail
 from cnnstudy.errors import UserError, find_user_error
 from cnnstudy.train import build_module
 
@@ -25,9 +24,7 @@ def evaluation_config(stored: dict, choices: dict, overrides: list[str]):
     if not regroup:
         return OmegaConf.merge(OmegaConf.create(stored), OmegaConf.from_dotlist(overrides))
     base = [f"{group}={choices[group]}" for group in GROUPS if group in choices]
-    check_overrides("train", base + overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=base + overrides)
+    return compose_train(base + overrides)
 
 
 def load_module(ckpt_path: str, overrides: list[str]):

@@ -27,10 +27,9 @@ import sys
 from collections import defaultdict
 
 import torch
-from hydra import compose, initialize_config_dir
 from torch import nn
 
-from cnnstudy.cli import CONF_DIR, check_overrides, fail
+from cnnstudy.cli import compose_train, fail
 from cnnstudy.errors import find_user_error
 from cnnstudy.train import build_model
 
@@ -117,9 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(arg in ("-h", "--help") for arg in overrides):
         print("usage: python -m cnnstudy.summary [model=<name>] [data=<name>] [key=value ...]")
         return
-    check_overrides("train", overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    cfg = compose_train(overrides, return_hydra_config=True)
     try:
         model = build_model(cfg)
     except Exception as e:
