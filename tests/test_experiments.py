@@ -12,7 +12,15 @@ from cnnstudy.train import build_model
 
 from conftest import CONF, run_cli
 
-JOBS = {"bn_vs_nobn": 18, "lr_range": 108, "deeper_cnn": 21, "session5": 12, "dlwpt_ch8": 27, "cifar10_cnn": 15}
+JOBS = {
+    "bn_vs_nobn": 18,
+    "lr_range": 108,
+    "deeper_cnn": 21,
+    "session5": 12,
+    "dlwpt_ch8": 27,
+    "cifar10_cnn": 15,
+    "bn_landscape": 12,
+}
 
 
 def sweep_overrides(experiment: str):
@@ -51,6 +59,8 @@ def test_arms_set_what_the_studies_say(cfg_for):
     assert tied.model.tied_blocks and tied.optim.lr == 3e-3 and tied.data.name == "cifar2"
     l2 = cfg_for("experiment=dlwpt_ch8", "arm/dlwpt_ch8=net_l2")
     assert l2.optim.weight_decay == 0.001 and l2.optim.lr == 1e-2
+    landscape = cfg_for("experiment=bn_landscape")
+    assert landscape.probes.landscape.every_n_steps == 10 and landscape.model.norm == "bn"
     bn_study = cfg_for("experiment=bn_vs_nobn")
     assert list(bn_study.data.mean) == [0.5] and bn_study.trainer.max_epochs == 10
 

@@ -162,6 +162,42 @@ def test_no_plots_for_one_epoch_and_one_lr(tmp_path):
     assert table_row((tmp_path / "report.md").read_text(), "defaults")[-1] == "90.50 ± 0.71"
 
 
+def write_landscape(job: Path, loss_min: list[float], loss_max: list[float], beta: list[float]) -> None:
+    """TensorBoard events as the LandscapeProbe logs them (steps 0, 10, 20, ...), beside another scalar."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(job / "tb" / "run")) as writer:
+        for i, (low, high, b) in enumerate(zip(loss_min, loss_max, beta, strict=True)):
+            for tag, value in [("loss_min", low), ("loss_max", high), ("beta_smoothness", b)]:
+                writer.add_scalar(f"landscape/{tag}", value, 10 * i)
+            writer.add_scalar("train_loss", 99.0, 10 * i)
+
+
+def test_landscape_table_and_plot_from_the_probes_events(tmp_path):
+    # per job: mean over steps of (loss_max - loss_min) and of beta; then mean ± std over the two seeds
+    ranges = {"bn": ([0.1, 0.3], [0.2, 0.4]), "none": ([1.0, 2.0], [3.0, 4.0])}  # seed 0, seed 1 per step
+    for number, (norm, seed) in enumerate([("bn", 0), ("bn", 1), ("none", 0), ("none", 1)]):
+        job = write_job(tmp_path, number, [f"model.norm={norm}", f"seed={seed}"], **completed(0.9, seed))
+        widths = ranges[norm][seed]
+        write_landscape(job, [2.0, 1.0], [2.0 + widths[0], 1.0 + widths[1]], [10.0 * (seed + 1), 30.0 * (seed + 1)])
+    result = report(tmp_path)
+    assert "landscape.png" in result["plots"]
+    assert (tmp_path / "landscape.png").read_bytes()[:8] == PNG_SIGNATURE
+    markdown = (tmp_path / "report.md").read_text()
+    section = markdown.split("## Optimisation landscape")[1]
+    # bn: ranges 0.2 (seed 0) and 0.3 (seed 1) -> 0.25 ± 0.0707; beta 20 and 40 -> 30 ± 14.1421
+    assert table_row(section, "model.norm=bn")[:5] == ["model.norm=bn", "2", "2", "0.2500 ± 0.0707", "–"]
+    assert table_row(section, "model.norm=bn")[5] == "30.0000 ± 14.1421"
+    # none: ranges 1.5 and 3.5 -> 2.5 ± 1.4142
+    assert table_row(section, "model.norm=none")[3] == "2.5000 ± 1.4142"
+
+
+def test_no_landscape_without_probes(synthetic_sweep):
+    result = report(synthetic_sweep)
+    assert result["landscape"] == [] and "landscape.png" not in result["plots"]
+    assert "Optimisation landscape" not in (synthetic_sweep / "report.md").read_text()
+
+
 def lr_grid(sweep: Path, last_val_acc) -> None:
     """bn and nobn over lr 1e-4 .. 1, 2 seeds; last_val_acc(model, lr, seed) -> float, or None for diverged."""
     number = 0

@@ -9,6 +9,10 @@ metrics.json yet are listed in the report, never counted in the means and never 
 A job "still trains" at a learning rate if it completed and its last-epoch val_acc >= --trains-above.
 Diverged jobs count as not training; failed and running jobs are left out of that fraction (their
 outcome says nothing about the learning rate yet).
+
+Jobs run with `probes=bn` also get landscape.png and a table of the LandscapeProbe's numbers (read from
+their TensorBoard events): loss variation, gradient predictiveness and effective beta-smoothness along
+the gradient, per group, as in Santurkar et al. 2018.
 """
 
 import argparse
@@ -24,6 +28,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure  # pyplot-free: no global state; PNGs are drawn by the Agg canvas
 from matplotlib.ticker import MaxNLocator
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnnstudy.cli import fail
 from cnnstudy.results import METRICS_FILE
@@ -47,6 +52,15 @@ BN_PAIRS = {
     "model=session5_bn": "model=session5",
     "model=net_batchnorm": "model=net",
 }
+LANDSCAPE = (  # the LandscapeProbe's scalars (cnnstudy.probes)
+    "landscape/loss_min",
+    "landscape/loss_max",
+    "landscape/grad_change_min",
+    "landscape/grad_change_max",
+    "landscape/beta_smoothness",
+    "landscape/grad_norm",
+)
+LANDSCAPE_COLUMNS = ("loss range", "max gradient change", "β-smoothness", "gradient norm")
 
 
 def override_key(override: str) -> str:
@@ -86,7 +100,7 @@ def read_job(job_dir: Path, sweep_dir: Path) -> dict:
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as e:
         return {**job, "status": "unreadable", "detail": f"{type(e).__name__}: {e}"}
-    job.update(metrics=metrics, status=metrics.get("status", "unknown"))
+    job.update(metrics=metrics, status=metrics.get("status", "unknown"), landscape=read_landscape(job_dir))
     job["overrides"] = list(metrics.get("overrides") or job["overrides"])
     epochs = metrics.get("epochs") or []
     if job["status"] == "diverged":
@@ -96,6 +110,18 @@ def read_job(job_dir: Path, sweep_dir: Path) -> dict:
     elif job["status"] != "completed":
         job["detail"] = str(metrics.get("error", ""))
     return job
+
+
+def read_landscape(job_dir: Path) -> dict[str, dict[int, float]]:
+    """The LandscapeProbe's scalars in the job's TensorBoard events: tag -> {step: value}; {} without probes."""
+    series = defaultdict(dict)
+    for run_dir in sorted({p.parent for p in (job_dir / "tb").rglob("events.out.tfevents.*")}):
+        events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 1, "images": 1})
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            if tag in LANDSCAPE:
+                series[tag].update((e.step, e.value) for e in events.Scalars(tag))
+    return dict(series)
 
 
 def find_jobs(sweep_dir: Path) -> list[dict]:
@@ -309,6 +335,66 @@ def plot_stability(series: list[dict], threshold: float, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def landscape_summary(landscape: dict[str, dict[int, float]]) -> dict[str, float]:
+    """One job's landscape numbers, each averaged over its probed steps (a column of the report's table)."""
+    loss_max, loss_min = landscape.get("landscape/loss_max", {}), landscape.get("landscape/loss_min", {})
+    per_step = {
+        "loss range": [loss_max[s] - loss_min[s] for s in loss_max.keys() & loss_min.keys()],
+        "max gradient change": list(landscape.get("landscape/grad_change_max", {}).values()),
+        "β-smoothness": list(landscape.get("landscape/beta_smoothness", {}).values()),
+        "gradient norm": list(landscape.get("landscape/grad_norm", {}).values()),
+    }
+    return {name: statistics.fmean(values) for name, values in per_step.items() if values}
+
+
+def landscape_stats(groups: list[dict]) -> list[dict]:
+    """Per group with probed jobs: landscape_summary's numbers, mean ± std over the group's seeds."""
+    rows = []
+    for g in groups:
+        per_job = [landscape_summary(j["landscape"]) for j in g["jobs"] if j.get("landscape")]
+        if per_job:
+            stats = {name: summarise([job[name] for job in per_job if name in job]) for name in LANDSCAPE_COLUMNS}
+            steps = len(next(j["landscape"] for j in g["jobs"] if j.get("landscape"))["landscape/loss_max"])
+            rows.append({"label": g["label"], "n": len(per_job), "steps": steps, **stats})
+    return rows
+
+
+def common_steps(runs: list[dict], tags) -> list[int]:
+    """The training steps at which every run has every tag."""
+    return sorted(set.intersection(*(set(r.get(t, {})) for r in runs for t in tags)))
+
+
+def plot_landscape(groups: list[dict], path: Path) -> bool:
+    """Santurkar et al.'s three views over training steps, per group: the band spans the probed step sizes
+    (min to max of the loss / gradient change, each averaged over seeds); beta-smoothness is the seeds' mean."""
+    probed = [(g["label"], [j["landscape"] for j in g["jobs"] if j.get("landscape")]) for g in groups]
+    probed = [(name, runs) for name, runs in probed if runs]
+    if not probed:
+        return False
+    fig = Figure(figsize=(16, 5), layout="constrained")
+    axes = fig.subplots(1, 3)
+    colors = colormaps["tab10" if len(probed) <= 10 else "tab20"]
+    views = (
+        ("landscape/loss_min", "landscape/loss_max", "loss along the gradient", "loss variation"),
+        ("landscape/grad_change_min", "landscape/grad_change_max", "‖∇L(θ−ηg) − g‖", "gradient predictiveness"),
+    )
+    for i, (name, runs) in enumerate(probed):
+        for ax, (low, high, ylabel, title) in zip(axes, views, strict=False):
+            xs = common_steps(runs, (low, high))
+            lo = [statistics.fmean(r[low][x] for r in runs) for x in xs]
+            hi = [statistics.fmean(r[high][x] for r in runs) for x in xs]
+            ax.fill_between(xs, lo, hi, color=colors(i), alpha=0.35, linewidth=0, label=name)
+            ax.set(xlabel="training step", ylabel=ylabel, title=title, yscale="log")
+        beta = "landscape/beta_smoothness"
+        xs = common_steps(runs, (beta,))
+        axes[2].plot(xs, [statistics.fmean(r[beta][x] for r in runs) for x in xs], color=colors(i), label=name)
+        axes[2].set(xlabel="training step", ylabel="max ‖Δ∇L‖ / ‖ηg‖", title="effective β-smoothness", yscale="log")
+    axes[0].legend(fontsize="small")
+    fig.suptitle("along the gradient at the probed step sizes η; band = min–max over η, mean over seeds")
+    fig.savefig(path, dpi=100)
+    return True
+
+
 def write_markdown(sweep_dir: Path, result: dict, common: set[str], threshold: float) -> str:
     counts = ", ".join(f"{n} {status}" for status, n in result["counts"].items())
     lines = [f"# Sweep report: {sweep_dir}", ""]
@@ -341,6 +427,18 @@ def write_markdown(sweep_dir: Path, result: dict, common: set[str], threshold: f
         for r in result["bn_ratios"]:
             ratio = "–" if r["ratio"] is None else f"{r['ratio']:.3g}×"
             lines += ["", f"BN / no BN: `{r['bn']}` vs `{r['nobn']}`: ratio {ratio}"]
+    if landscape := result["landscape"]:
+        lines += ["", "## Optimisation landscape (LandscapeProbe, Santurkar et al. 2018)", ""]
+        lines += [
+            "Per job each number is averaged over its probed steps; mean ± std over seeds. Loss range = loss_max −",
+            "loss_min over the probed step sizes (variation of the loss); max gradient change = ‖∇L(θ−ηg) − g‖ at",
+            "the largest η (gradient predictiveness: smaller is more predictive); β-smoothness = max over η of",
+            "‖∇L(θ−ηg) − g‖ / ‖ηg‖.",
+            "",
+        ]
+        header = ["group", "n", "probed steps", *LANDSCAPE_COLUMNS]
+        rows = [[r["label"], r["n"], r["steps"]] + [fmt(r[k], False) for k in LANDSCAPE_COLUMNS] for r in landscape]
+        lines += md_table(header, rows)
     if result["plots"]:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in result["plots"]]
     (sweep_dir / REPORT_FILE).write_text("\n".join(lines) + "\n")
@@ -403,6 +501,9 @@ def report(sweep_dir: Path, trains_above: float = 0.9) -> dict:
         plot_test_acc_vs_lr(series, sweep_dir / "test_acc_vs_lr.png")
         plot_stability(series, trains_above, sweep_dir / "stability.png")
         result["plots"] += ["test_acc_vs_lr.png", "stability.png"]
+    result["landscape"] = landscape_stats(groups)
+    if plot_landscape(groups, sweep_dir / "landscape.png"):
+        result["plots"].append("landscape.png")
     write_dashboard(sweep_dir, groups, common)
     result["report"] = write_markdown(sweep_dir, result, common, trains_above)
     return result
