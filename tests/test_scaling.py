@@ -50,6 +50,45 @@ def test_submitit_local_launcher_runs_the_sweep(tmp_path, data_root):
     assert {m["choices"]["model"] for m in found.values()} == {"bn", "nobn"}
 
 
+def test_ddp_on_two_cpu_processes_inside_a_multirun(tmp_path, data_root):
+    """trainer=ddp next to a one-process job in the same sweep: the known trap (DDP re-running the command
+    line, i.e. the whole sweep, in each process) would show as extra job dirs, logs or metrics files."""
+    subset = ["trainer.limit_train_batches=40", "trainer.limit_val_batches=5", "trainer.limit_test_batches=10"]
+    result = run_cli(*sweep(tmp_path, data_root, "trainer=ddp,default", "model=nobn", *subset))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1", "multirun.yaml"]
+    assert len(list(tmp_path.rglob("metrics.json"))) == 2 and len(list(tmp_path.rglob("*.log"))) == 2
+    found = jobs(tmp_path)
+    ddp, single = found["0"], found["1"]
+    assert ddp["choices"]["trainer"] == "ddp" and ddp["config"]["trainer"]["strategy"] == "ddp_spawn"
+    assert (ddp["processes"], single["processes"]) == (2, 1)
+    for job, metrics in found.items():
+        assert metrics["status"] == "completed" and len(metrics["epochs"]) == 1
+        assert len(list((tmp_path / job / "tb").iterdir())) == 1  # one TensorBoard run per job
+    # each DDP process took 40 batches of 100: twice the one process's images, a comparable accuracy
+    assert ddp["test_acc"] > 0.9 and single["test_acc"] > 0.9
+    assert abs(ddp["test_acc"] - single["test_acc"]) < 0.03
+    assert ddp["epochs"][0]["train_loss"] != single["epochs"][0]["train_loss"]
+
+
+def test_a_diverging_ddp_run_is_recorded_diverged(tmp_path, data_root):
+    # the worker's exception reaches this process only as text: it must still say diverged, not failed
+    result = run_cli(
+        "cnnstudy.train",
+        "trainer=ddp",
+        "model=nobn",
+        "optim=sgd",
+        "optim.lr=1e6",
+        f"hydra.run.dir={tmp_path}",
+        f"data.root={data_root}",
+        "trainer.limit_train_batches=20",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["status"], metrics["diverged_epoch"], metrics["processes"]) == ("diverged", 0, 2)
+    assert metrics["error"].startswith("training loss became non-finite at epoch 0, step ")
+
+
 def test_optuna_search_maximises_best_val_acc_with_a_seeded_sampler(tmp_path, data_root):
     result = run_cli(
         *sweep(tmp_path, data_root, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "model=deep_cnn_bn")

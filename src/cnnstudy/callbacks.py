@@ -15,13 +15,14 @@ class MetricsFile(L.Callback):
     """Keeps metrics.json up to date: one record per epoch, written atomically after each epoch.
 
     Its state (epoch records, seconds trained) goes into every checkpoint, so a resumed run
-    continues the same file as if it had never stopped.
+    continues the same file as if it had never stopped. Under DDP only global rank 0 writes.
     """
 
     def __init__(self, path: Path, header: dict):
         self.path, self.header = Path(path), header
         self.epochs: list[dict] = []
         self.seconds = 0.0
+        self.writes = True  # until setup says this process is not rank 0
         self._started = None
 
     @property
@@ -31,8 +32,12 @@ class MetricsFile(L.Callback):
 
     def write(self, **fields) -> dict:
         record = {**self.record, **fields}
-        write_json_atomic(self.path, record)
+        if self.writes:
+            write_json_atomic(self.path, record)
         return record
+
+    def setup(self, trainer, pl_module, stage):
+        self.writes = trainer.is_global_zero
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._started = time.perf_counter()
@@ -45,8 +50,7 @@ class MetricsFile(L.Callback):
             value = metrics.get(key)
             entry[key] = float(value) if isinstance(value, torch.Tensor) else value
         self.epochs.append(entry)
-        if trainer.is_global_zero:
-            self.write(status="running")
+        self.write(status="running")
 
     def state_dict(self) -> dict:
         return {"epochs": self.epochs, "seconds": self.seconds}

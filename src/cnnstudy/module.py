@@ -1,5 +1,7 @@
 """Classifier: the one LightningModule that trains any nn.Module classifier in cnnstudy."""
 
+import re
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -13,9 +15,20 @@ from cnnstudy.checkpoints import CONFIG_KEY
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
 
+    MESSAGE = re.compile(r"training loss became non-finite at epoch (\d+), step (\d+)")
+
     def __init__(self, epoch: int, step: int):
         super().__init__(f"training loss became non-finite at epoch {epoch}, step {step}")
         self.epoch, self.step = epoch, step
+
+    @classmethod
+    def behind(cls, error: BaseException) -> "Diverged | None":
+        """`error` if it is a Diverged, or the Diverged a DDP worker process raised: torch.multiprocessing
+        hands a worker's exception to the main process as the text of its traceback."""
+        if isinstance(error, cls):
+            return error
+        found = cls.MESSAGE.search(str(error))
+        return cls(int(found[1]), int(found[2])) if found else None
 
 
 class Classifier(L.LightningModule):

@@ -1,8 +1,9 @@
 """metrics.json: the per-run results contract that the report and other tools read.
 
 Keys: status ("running" | "completed" | "diverged" | "failed"), test_acc, test_loss, best_val_acc,
-params, seconds, overrides, choices, config, epochs (per-epoch train/val loss and accuracy), and
-error / diverged_epoch where they apply. Accuracies are fractions in [0, 1].
+params, processes (training processes: > 1 under DDP), seconds, overrides, choices, config, epochs
+(per-epoch train/val loss and accuracy), and error / diverged_epoch where they apply. Accuracies are
+fractions in [0, 1].
 """
 
 import json

@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -146,14 +147,22 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [metrics_file]
     callbacks += [instantiate(c) for c in (cfg.get("probes") or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+    metrics_file.header["processes"] = trainer.world_size  # > 1 under DDP
 
     if resumable:
         log.info("resuming from %s", last)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumable else None, weights_only=True)
-    except Diverged as e:
-        log.warning("%s: %s", output_dir, e)
-        return metrics_file.write(status="diverged", diverged_epoch=e.epoch, error=str(e))
+        diverged = None
+    except Exception as e:
+        if (diverged := Diverged.behind(e)) is None:
+            raise
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher) and (written := read_metrics(output_dir)):
+        # ddp_spawn trained in worker processes: this process's MetricsFile saw no epoch, rank 0's wrote them
+        metrics_file.load_state_dict(written)
+    if diverged is not None:
+        log.warning("%s: %s", output_dir, diverged)
+        return metrics_file.write(status="diverged", diverged_epoch=diverged.epoch, error=str(diverged))
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:
