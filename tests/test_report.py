@@ -198,6 +198,15 @@ def test_no_landscape_without_probes(synthetic_sweep):
     assert "Optimisation landscape" not in (synthetic_sweep / "report.md").read_text()
 
 
+def test_arms_at_one_lr_each_make_no_lr_study(tmp_path):
+    # deeper_cnn: plain at 1e-3, bn at 3e-3 -- two learning rates in the sweep, but one per arm
+    for number, (arm, lr) in enumerate([("plain", "1e-3"), ("bn", "3e-3")]):
+        write_job(tmp_path, number, [f"arm/deeper_cnn={arm}", f"optim.lr={lr}", "seed=0"], **completed(0.99, 0))
+    result = report(tmp_path)
+    assert result["lr_series"] == [] and "test_acc_vs_lr.png" not in result["plots"]
+    assert "Largest learning rate" not in (tmp_path / "report.md").read_text()
+
+
 def lr_grid(sweep: Path, last_val_acc) -> None:
     """bn and nobn over lr 1e-4 .. 1, 2 seeds; last_val_acc(model, lr, seed) -> float, or None for diverged."""
     number = 0

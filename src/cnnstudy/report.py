@@ -216,6 +216,8 @@ def lr_study(jobs: list[dict], common: set[str], threshold: float) -> list[dict]
                     "trained": sum(trains(j, threshold) for j in decided),
                 }
             )
+        if len(points) < 2:  # an arm run at one lr (e.g. deeper_cnn's) says nothing about the lr range
+            continue
         all_train = [p["lr"] for p in points if p["decided"] and p["trained"] == p["decided"]]
         largest = max(all_train, default=None)
         series.append({"key": key, "label": label(key, common), "points": points, "largest_lr": largest})
