@@ -52,14 +52,6 @@ BN_PAIRS = {
     "model=session5_bn": "model=session5",
     "model=net_batchnorm": "model=net",
 }
-LANDSCAPE = (  # the LandscapeProbe's scalars (cnnstudy.probes)
-    "landscape/loss_min",
-    "landscape/loss_max",
-    "landscape/grad_change_min",
-    "landscape/grad_change_max",
-    "landscape/beta_smoothness",
-    "landscape/grad_norm",
-)
 LANDSCAPE_COLUMNS = ("loss range", "max gradient change", "β-smoothness", "gradient norm")
 
 
@@ -119,7 +111,7 @@ def read_landscape(job_dir: Path) -> dict[str, dict[int, float]]:
         events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 1, "images": 1})
         events.Reload()
         for tag in events.Tags()["scalars"]:
-            if tag in LANDSCAPE:
+            if tag.startswith("landscape/"):  # the LandscapeProbe's scalars (cnnstudy.probes)
                 series[tag].update((e.step, e.value) for e in events.Scalars(tag))
     return dict(series)
 
