@@ -264,6 +264,32 @@ def test_latest_picks_the_newest_sweep_at_any_depth(tmp_path, monkeypatch, capsy
     assert (new / "report.md").exists() and not (old / "report.md").exists()
 
 
+def test_slices_archived_into_one_folder_are_reported_as_one_study(tmp_path, capsys):
+    # one study in two sittings: seeds 0, 1 of both models, then seed 2 (the TEST_ACC values)
+    slices = {"part-a": (0, 1), "part-b": (2,)}
+    records = tmp_path / "records"
+    expected = set()
+    for name, seeds in slices.items():
+        sweep = tmp_path / "multirun" / name
+        sweep.mkdir(parents=True)
+        (sweep / "multirun.yaml").write_text("hydra: {}\n")
+        expected.add(f"{name}/multirun.yaml")
+        for number, (model, seed) in enumerate((m, s) for m in ("bn", "nobn") for s in seeds):
+            overrides = [f"model={model}", "optim.lr=1e-3", f"seed={seed}"]
+            job = write_job(sweep, number, overrides, **completed(TEST_ACC[(model, "1e-3")][0][seed], seed))
+            (job / "checkpoints").mkdir()
+            (job / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+            expected |= {f"{name}/{number}/metrics.json", f"{name}/{number}/.hydra/overrides.yaml"}
+        main([str(sweep), "--archive", str(records)])
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "model=bn: n=3 test acc 98.00 ± 1.00 %, best val acc 97.00 ± 0.00 %",
+        "model=nobn: n=3 test acc 96.00 ± 1.73 %, best val acc 97.00 ± 0.00 %",
+    ]
+    copied = {str(p.relative_to(records)) for name in slices for p in (records / name).rglob("*") if p.is_file()}
+    assert copied == expected  # the records only: no checkpoints
+    assert "jobs: 6 (6 completed)" in (records / "report.md").read_text()
+
+
 @pytest.mark.parametrize("case", ["missing", "empty"])
 def test_cli_errors_in_one_line(tmp_path, case):
     folder = tmp_path / case

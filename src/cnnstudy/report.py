@@ -13,12 +13,17 @@ outcome says nothing about the learning rate yet).
 Jobs run with `probes=bn` also get landscape.png and a table of the LandscapeProbe's numbers (read from
 their TensorBoard events): loss variation, gradient predictiveness and effective beta-smoothness along
 the gradient, per group, as in Santurkar et al. 2018.
+
+`--archive DEST` first copies the sweep's records (metrics.json, overrides, multirun.yaml; no checkpoints or
+events) to DEST/<sweep name>/, then reports on DEST: the slices of a study run in separate sittings, and the
+records behind docs/results/, are reported as one.
 """
 
 import argparse
 import json
 import re
 import shlex
+import shutil
 import statistics
 import sys
 from collections import Counter, defaultdict
@@ -52,6 +57,8 @@ BN_PAIRS = {
     "model=session5_bn": "model=session5",
     "model=net_batchnorm": "model=net",
 }
+# What a sweep's results are, without checkpoints or events: what `--archive` keeps.
+RECORDS = (f"**/{METRICS_FILE}", "**/.hydra/overrides.yaml", "**/multirun.yaml")
 LANDSCAPE_COLUMNS = ("loss range", "max gradient change", "β-smoothness", "gradient norm")
 
 
@@ -503,6 +510,20 @@ def report(sweep_dir: Path, trains_above: float = 0.9) -> dict:
     return result
 
 
+def archive(sweep_dir: Path, dest: Path) -> Path:
+    """Copy the sweep's records (RECORDS) to dest/<sweep folder name>/ and return dest. A study too long for
+    one sitting is run in slices (a few arms each), each archived into the same dest and reported as one."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} is not a folder")
+    for pattern in RECORDS:
+        for path in sweep_dir.glob(pattern):
+            copy = Path(dest) / sweep_dir.name / path.relative_to(sweep_dir)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
+    return Path(dest)
+
+
 def latest_sweep(root: Path = MULTIRUN) -> Path:
     """The folder of job folders with metrics.json most recently written under `root` (any nesting)."""
     newest = defaultdict(float)
@@ -519,11 +540,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dir", nargs="?", type=Path, help="a sweep folder, e.g. multirun/<timestamp>")
     parser.add_argument("--latest", action="store_true", help=f"the newest sweep under {MULTIRUN}/")
     parser.add_argument("--trains-above", type=float, default=0.9, help="last val acc that counts as training")
+    parser.add_argument(
+        "--archive", type=Path, metavar="DEST", help="copy the sweep's records to DEST/<sweep name>/ and report on DEST"
+    )
     args = parser.parse_args(argv)
     if (args.dir is None) == (not args.latest):
         fail("give a sweep folder or --latest (one of them)")
     try:
-        result = report(latest_sweep() if args.latest else args.dir, args.trains_above)
+        sweep_dir = latest_sweep() if args.latest else args.dir
+        if args.archive:
+            sweep_dir = archive(sweep_dir, args.archive)
+        result = report(sweep_dir, args.trains_above)
     except OSError as e:
         fail(str(e))
     print(result["report"])
