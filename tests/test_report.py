@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import statistics
 from pathlib import Path
 
@@ -10,9 +11,12 @@ from matplotlib.image import imread
 
 from cnnstudy.report import latest_sweep, main, report
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+RESULTS = ROOT / "docs" / "results"
+# studies whose records are archived in the repo: docs/results/<study>/<sweep>/<job>/metrics.json
+ARCHIVED_STUDIES = sorted({path.parents[2].name for path in RESULTS.glob("*/*/*/metrics.json")})
 
 
 def write_job(sweep: Path, number: int, overrides: list[str], status: str = "completed", **fields) -> Path:
@@ -288,6 +292,19 @@ def test_slices_archived_into_one_folder_are_reported_as_one_study(tmp_path, cap
     copied = {str(p.relative_to(records)) for name in slices for p in (records / name).rglob("*") if p.is_file()}
     assert copied == expected  # the records only: no checkpoints
     assert "jobs: 6 (6 completed)" in (records / "report.md").read_text()
+
+
+@pytest.mark.parametrize("study", ARCHIVED_STUDIES)
+def test_committed_results_are_what_their_records_give(tmp_path, study):
+    """docs/results/<study>/report.md is what the records committed beside it give, not a hand edit."""
+    generated = ("report.md", "*.png", "tb_summary")
+    records = shutil.copytree(RESULTS / study, tmp_path / study, ignore=shutil.ignore_patterns(*generated))
+    report(records)
+
+    def results(path: Path) -> str:
+        return path.read_text().split("## Results per group")[1].split("## Plots")[0]
+
+    assert results(records / "report.md") == results(RESULTS / study / "report.md")
 
 
 @pytest.mark.parametrize("case", ["missing", "empty"])

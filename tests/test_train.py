@@ -32,6 +32,9 @@ def test_short_real_training_on_mnist_reaches_97_percent_and_records_every_epoch
     assert [set(e) for e in metrics["epochs"]] == [EPOCH, EPOCH]
     assert 0 <= metrics["epochs"][0]["train_acc"] <= 1 and metrics["best_val_acc"] >= 0.97
     assert (tmp_path / "checkpoints" / "last.ckpt").exists() and event_files(tmp_path)
+    # Lightning's messages reach Hydra's console handler (stdout) once, not also its own stderr handler
+    assert result.stdout.count("GPU available") == 1 and "GPU available" not in result.stderr
+    assert "GPU available" in (tmp_path / "train.log").read_text()
 
 
 def test_two_by_two_multirun_writes_four_results(tmp_path, data_root):

@@ -30,10 +30,10 @@ from cnnstudy.module import Classifier, Diverged
 from cnnstudy.results import METRICS_FILE, read_metrics, run_name, write_json_atomic
 
 log = logging.getLogger("cnnstudy")
-# Lightning gives its loggers a stderr handler of their own when imported before logging is set up;
-# hand their messages to Hydra's handlers instead (console on stdout and the run's train.log), so
-# stderr carries only errors.
-for _name in ("lightning.pytorch", "lightning.fabric"):
+# Lightning (its top-level logger too) and torchmetrics give their loggers a stderr handler of their own
+# at import; hand their messages to Hydra's handlers instead (console on stdout and the run's train.log),
+# so each line is printed once and stderr carries only errors.
+for _name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
     logging.getLogger(_name).handlers.clear()
     logging.getLogger(_name).propagate = True
 
