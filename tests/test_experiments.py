@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from cnnstudy.cli import _variants
-from cnnstudy.train import build_model
+from cnnstudy.train import build_module, check_config
 
 from conftest import CONF, run_cli
 
@@ -44,7 +44,8 @@ def test_every_arm_of_every_experiment_composes_and_builds(experiment):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for variant in _variants(overrides, multirun=True):
             cfg = compose("train", overrides=[f"experiment={experiment}", *variant])
-            build_model(cfg)
+            check_config(cfg)  # e.g. scheduler settings whose scheduler an override of the experiment dropped
+            build_module(cfg)
 
 
 def test_arms_set_what_the_studies_say(cfg_for):
@@ -55,6 +56,10 @@ def test_arms_set_what_the_studies_say(cfg_for):
     it4 = cfg_for("experiment=session5", "arm/session5=it4_step5")
     assert (it4.scheduler.step_size, it4.scheduler.gamma, it4.model.norm, it4.model.dropout) == (5, 0.5, "bn", 0.1)
     assert it4.data.augment.crop_size == 22 and it4.trainer.max_epochs == 19
+    for arm, step_size in (("it3_step10", 10), ("it4_step5", 5)):
+        scheduler = cfg_for("experiment=session5", f"arm/session5={arm}").scheduler
+        assert (scheduler._target_, scheduler.step_size) == ("torch.optim.lr_scheduler.StepLR", step_size)
+    assert not cfg_for("experiment=session5", "arm/session5=it2_bn_dropout").scheduler
     tied = cfg_for("experiment=dlwpt_ch8", "arm/dlwpt_ch8=net_res_deep_tied")
     assert tied.model.tied_blocks and tied.optim.lr == 3e-3 and tied.data.name == "cifar2"
     l2 = cfg_for("experiment=dlwpt_ch8", "arm/dlwpt_ch8=net_l2")

@@ -123,6 +123,7 @@ def bad_inputs(tmp: Path, finished: Path, data_root: Path) -> dict:
         "empty data root": ([*run[:2], f"data.root={tmp / 'empty'}", "data.download=false"], "mnist not found"),
         "unwritable output dir": (["cnnstudy.train", f"hydra.run.dir={tmp / 'a_file' / 'run'}"], "cannot be written"),
         "unknown activation": ([*run, "model.activation=swishy"], "model.activation='swishy' is unknown"),
+        "scheduler settings without a scheduler": ([*run, "+scheduler.step_size=5"], "names no scheduler"),
         "checkpoint of another model": (
             ["cnnstudy.evaluate", f"ckpt_path={best}", "model=bn"],
             "does not fit model=bn",
@@ -140,7 +141,8 @@ def bad_inputs(tmp: Path, finished: Path, data_root: Path) -> dict:
 BAD = [
     "unknown model", "unknown data", "unknown optimizer", "misspelled key", "override without =", "sweep without -m",
     "non-numeric lr", "non-positive lr", "batch size 0", "batch larger than split", "negative epochs",
-    "empty data root", "unwritable output dir", "unknown activation", "checkpoint of another model",
+    "empty data root", "unwritable output dir", "unknown activation", "scheduler settings without a scheduler",
+    "checkpoint of another model",
     "checkpoint of another dataset", "not a checkpoint", "malicious checkpoint", "missing checkpoint",
 ]  # fmt: skip
 
@@ -161,3 +163,12 @@ def test_a_different_config_in_a_used_dir_is_refused(finished_run, data_root):
     result = run_cli(*train_args(finished_run, data_root, "optim.lr=0.01"))
     assert result.returncode == 2 and "holds a run of a different config" in result.stderr
     assert json.loads((finished_run / "metrics.json").read_text())["config"]["optim"]["lr"] == 0.001
+
+
+def test_a_failed_job_without_a_checkpoint_is_retried_with_the_config_given_now(tmp_path, data_root):
+    # as a sweep records a job that raised before its first checkpoint, under a config since fixed
+    tmp_path.joinpath("metrics.json").write_text(json.dumps({"status": "failed", "config": {"seed": 99}}))
+    result = run_cli(*train_args(tmp_path, data_root, "trainer.max_epochs=1"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["config"]["seed"] == 0 and len(metrics["epochs"]) == 1

@@ -95,6 +95,11 @@ def check_config(cfg: DictConfig) -> None:
     epochs = cfg.trainer.get("max_epochs")
     if not isinstance(epochs, int) or epochs < 1:
         raise UserError(f"trainer.max_epochs={epochs!r} must be a whole number >= 1")
+    if cfg.get("scheduler") and "_target_" not in cfg.scheduler:  # settings without a scheduler to set
+        raise UserError(
+            f"scheduler={OmegaConf.to_container(cfg.scheduler)} names no scheduler (_target_): "
+            f"choose one, e.g. scheduler=step"
+        )
 
 
 def hparams(cfg: DictConfig, choices: dict, overrides: list[str], params: int) -> dict:
@@ -123,7 +128,10 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     last = output_dir / "checkpoints" / "last.ckpt"
     same = comparable(config)
     resumable = last.exists() and comparable(load_checkpoint(last)[CONFIG_KEY].get("config", {})) == same
-    recorded = previous.get("config") if previous else None  # a job that failed early recorded none
+    # A failed job that saved no checkpoint holds nothing to resume: it is retried with the config given
+    # now, so re-running a sweep's command after fixing a config mistake re-runs just those jobs.
+    retry = previous is not None and previous.get("status") == "failed" and not last.exists()
+    recorded = None if retry or previous is None else previous.get("config")  # failing early records none
     if (recorded is not None and comparable(recorded) != same) or (last.exists() and not resumable):
         raise UserError(
             f"{output_dir} holds a run of a different config: choose another output dir "
