@@ -130,8 +130,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     resumable = last.exists() and comparable(load_checkpoint(last)[CONFIG_KEY].get("config", {})) == same
     # A failed job that saved no checkpoint holds nothing to resume: it is retried with the config given
     # now, so re-running a sweep's command after fixing a config mistake re-runs just those jobs.
-    retry = previous is not None and previous.get("status") == "failed" and not last.exists()
-    recorded = None if retry or previous is None else previous.get("config")  # failing early records none
+    retry = (previous or {}).get("status") == "failed" and not last.exists()
+    recorded = None if retry else (previous or {}).get("config")  # a job failing early records none
     if (recorded is not None and comparable(recorded) != same) or (last.exists() and not resumable):
         raise UserError(
             f"{output_dir} holds a run of a different config: choose another output dir "
