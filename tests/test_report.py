@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import statistics
 from pathlib import Path
@@ -202,13 +203,36 @@ def test_no_landscape_without_probes(synthetic_sweep):
     assert "Optimisation landscape" not in (synthetic_sweep / "report.md").read_text()
 
 
-def test_arms_at_one_lr_each_make_no_lr_study(tmp_path):
-    # deeper_cnn: plain at 1e-3, bn at 3e-3 -- two learning rates in the sweep, but one per arm
-    for number, (arm, lr) in enumerate([("plain", "1e-3"), ("bn", "3e-3")]):
-        write_job(tmp_path, number, [f"arm/deeper_cnn={arm}", f"optim.lr={lr}", "seed=0"], **completed(0.99, 0))
+def arm_job(sweep: Path, number: int, arm: str, activation: str, lr: float, seed: int, test_acc: float) -> None:
+    """A job of an arm that sets its own model and lr (as conf/arm/<study>/*.yaml do), not on the command line."""
+    config = {"seed": seed, "model": {"activation": activation}, "optim": {"lr": lr}, "data": {"shuffle_seed": seed}}
+    record = completed(test_acc, seed, val_accs=(test_acc,))
+    write_job(sweep, number, [f"arm/study={arm}", f"seed={seed}"], config=config, **record)
+
+
+def test_arms_of_different_models_at_one_lr_each_make_no_lr_study(tmp_path):
+    # deeper_cnn: plain at 1e-3, bn at 3e-3 -- two learning rates in the sweep, but one per model
+    arm_job(tmp_path, 0, "plain", "relu", 1e-3, 0, 0.99)
+    arm_job(tmp_path, 1, "bn", "tanh", 3e-3, 0, 0.99)
     result = report(tmp_path)
     assert result["lr_series"] == [] and "test_acc_vs_lr.png" not in result["plots"]
     assert "Largest learning rate" not in (tmp_path / "report.md").read_text()
+
+
+def test_arms_that_differ_only_in_lr_are_one_lr_series(tmp_path):
+    # cifar10_cnn: relu at 1e-3, lr_too_low and lr_too_high the same model at 1e-5 and 1e-1; tanh another model
+    arms = [("relu", "relu", 1e-3, 0.75), ("lr_too_low", "relu", 1e-5, 0.6), ("lr_too_high", "relu", 1e-1, 0.1)]
+    arms.append(("tanh", "tanh", 1e-3, 0.7))
+    for number, (arm, activation, lr, test_acc) in enumerate(arms * 2):
+        seed = number // len(arms)
+        arm_job(tmp_path, number, arm, activation, lr, seed, test_acc + 0.01 * seed)
+    result = report(tmp_path, trains_above=0.5)
+    (series,) = result["lr_series"]
+    assert series["label"] == "arm/study=lr_too_low|relu|lr_too_high"
+    assert [(p["lr"], p["test_acc"]["mean"], p["trained"]) for p in series["points"]] == [
+        (1e-5, pytest.approx(0.605), 2), (1e-3, pytest.approx(0.755), 2), (1e-1, pytest.approx(0.105), 0)
+    ]  # fmt: skip
+    assert series["largest_lr"] == 1e-3 and "test_acc_vs_lr.png" in result["plots"]
 
 
 def lr_grid(sweep: Path, last_val_acc) -> None:
@@ -299,7 +323,8 @@ def test_committed_results_are_what_their_records_give(tmp_path, study):
     """docs/results/<study>/report.md is what the records committed beside it give, not a hand edit."""
     generated = ("report.md", "*.png", "tb_summary")
     records = shutil.copytree(RESULTS / study, tmp_path / study, ignore=shutil.ignore_patterns(*generated))
-    report(records)
+    threshold = re.search(r"last-epoch val acc ≥ ([\d.]+)%", (RESULTS / study / "report.md").read_text())
+    report(records, float(threshold[1]) / 100 if threshold else 0.9)  # as committed: `--trains-above` if given
 
     def results(path: Path) -> str:
         return path.read_text().split("## Results per group")[1].split("## Plots")[0]

@@ -59,6 +59,9 @@ BN_PAIRS = {
 }
 # What a sweep's results are, without checkpoints or events: what `--archive` keeps.
 RECORDS = (f"**/{METRICS_FILE}", "**/.hydra/overrides.yaml", "**/multirun.yaml")
+# Config keys that differ between jobs of one setup: the lr (a series' x axis), where the data lives, and the
+# shuffle order (which follows the seed).
+NOT_SETUP = (("optim", "lr"), ("data", "root"), ("data", "num_workers"), ("data", "shuffle_seed"))
 LANDSCAPE_COLUMNS = ("loss range", "max gradient change", "β-smoothness", "gradient norm")
 
 
@@ -191,14 +194,38 @@ def build_groups(jobs: list[dict]) -> tuple[list[dict], set[str]]:
     return groups, common
 
 
+def series_key(job: dict) -> tuple[str, ...]:
+    """The group key without seed and optim.lr. Arms that set their own lr (cifar10_cnn's relu, lr_too_low,
+    lr_too_high) are one series when their resolved setup differs only in lr: the arm names give way to it."""
+    key = group_overrides(job["overrides"], drop=("seed", "optim.lr"))
+    if not any(override_key(o).startswith("arm/") for o in key):
+        return key
+    config = (job["metrics"] or {}).get("config") or {}
+    setup = {section: dict(config.get(section) or {}) for section in ("data", "model", "optim", "scheduler")}
+    for section, key in NOT_SETUP:
+        setup[section].pop(key, None)
+    return (*(o for o in key if not override_key(o).startswith("arm/")), json.dumps(setup, sort_keys=True))
+
+
+def series_label(jobs: list[dict], common: set[str]) -> str:
+    """The series' group label, its arms named in lr order (arm/cifar10_cnn=lr_too_low|relu|lr_too_high)."""
+    by_key = defaultdict(list)
+    for job in sorted(jobs, key=lambda j: lr_of(j)):
+        for override in group_overrides(job["overrides"], drop=("seed", "optim.lr")):
+            key, _, value = override.partition("=")
+            if value not in by_key[key]:
+                by_key[key].append(value)
+    return label(tuple(f"{key}={'|'.join(values)}" for key, values in by_key.items()), common)
+
+
 def lr_study(jobs: list[dict], common: set[str], threshold: float) -> list[dict]:
-    """Per series (the group key without optim.lr): test accuracy and trainability per learning rate."""
+    """Per series (series_key: the group key without optim.lr): test accuracy and trainability per learning rate."""
     if len({lr for j in jobs if (lr := lr_of(j)) is not None}) < 2:
         return []
     by_series = defaultdict(lambda: defaultdict(list))
     for job in jobs:
         if (lr := lr_of(job)) is not None:
-            by_series[group_overrides(job["overrides"], drop=("seed", "optim.lr"))][lr].append(job)
+            by_series[series_key(job)][lr].append(job)
     common = {o for o in common if override_key(o) != "optim.lr"}
     series = []
     for key in sorted(by_series, key=sort_key):
@@ -219,7 +246,8 @@ def lr_study(jobs: list[dict], common: set[str], threshold: float) -> list[dict]
             continue
         all_train = [p["lr"] for p in points if p["decided"] and p["trained"] == p["decided"]]
         largest = max(all_train, default=None)
-        series.append({"key": key, "label": label(key, common), "points": points, "largest_lr": largest})
+        series_jobs = [job for lr_jobs in by_series[key].values() for job in lr_jobs]
+        series.append({"key": key, "label": series_label(series_jobs, common), "points": points, "largest_lr": largest})
     return series
 
 
