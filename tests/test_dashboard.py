@@ -55,6 +55,12 @@ def test_tensorboard_lists_every_job_with_scalars_hparams_and_the_overlay_layout
         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
     )  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr[-3000:]
+    diverging = run_cli(
+        "cnnstudy.train", "-m", "model=nobn", "optim=sgd", "optim.lr=1e6", f"hydra.sweep.dir={tmp_path / 'diverged'}",
+        f"data.root={data_root}", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+    )  # fmt: skip
+    assert diverging.returncode == 0, diverging.stderr[-3000:]
     report(tmp_path)
     url = tensorboard(tmp_path)
 
@@ -64,7 +70,7 @@ def test_tensorboard_lists_every_job_with_scalars_hparams_and_the_overlay_layout
         if sum("val_acc" in t for t in tags.values()) >= 4 and any(r.startswith("tb_summary") for r in tags):
             break
         time.sleep(1)
-    job_runs = {run: t for run, t in tags.items() if "/tb/" in run}
+    job_runs = {run: t for run, t in tags.items() if "/tb/" in run and not run.startswith("diverged")}
     names = {run.split("/tb/")[1].split(",trainer.")[0] for run in job_runs}
     assert names == {f"model={m},optim.lr={lr}" for m in ("bn", "nobn") for lr in ("0.001", "0.01")}
     for run, run_tags in job_runs.items():
@@ -75,7 +81,19 @@ def test_tensorboard_lists_every_job_with_scalars_hparams_and_the_overlay_layout
     experiment = get(f"{url}/data/plugin/hparams/experiment", {"experimentName": ""})
     hparams = {h["name"] for h in experiment["hparamInfos"]}
     metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
-    assert {"model", "lr", "seed", "params"} <= hparams and {"hp/test_acc", "hp/best_val_acc"} <= metrics
+    assert {"model", "lr", "seed", "params", "status"} <= hparams and {"hp/test_acc", "hp/best_val_acc"} <= metrics
+    # one row per job in the HPARAMS table, the diverged job included (with its status, without a test accuracy)
+    every_status = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+    request = {"experimentName": "", "allowedStatuses": every_status, "startIndex": 0, "sliceSize": 100}
+    groups = get(f"{url}/data/plugin/hparams/session_groups", {**request, "colParams": [{"hparam": "status"}]})
+    rows = sorted(
+        (g["hparams"]["status"], g["hparams"]["lr"], sorted(m["name"]["tag"] for m in g["metricValues"]))
+        for g in groups["sessionGroups"]
+    )
+    completed = ["hp/best_val_acc", "hp/test_acc"]
+    assert rows == [("completed", lr, completed) for lr in (1e-3, 1e-3, 1e-2, 1e-2)] + [
+        ("diverged", 1e6, ["hp/best_val_acc"])
+    ]
 
     layout = get(f"{url}/data/plugin/custom_scalars/layout")
     charts = [chart["title"] for category in layout["category"] for chart in category["chart"]]

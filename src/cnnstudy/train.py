@@ -102,9 +102,10 @@ def check_config(cfg: DictConfig) -> None:
         )
 
 
-def hparams(cfg: DictConfig, choices: dict, overrides: list[str], params: int) -> dict:
-    """What the TensorBoard HPARAMS tab shows per run: the group choices and the numbers that vary."""
+def hparams(cfg: DictConfig, choices: dict, overrides: list[str], params: int, status: str) -> dict:
+    """What the TensorBoard HPARAMS tab shows per run: the group choices, the numbers that vary, the status."""
     flat = {group: choices[group] for group in ("model", "data", "optim", "scheduler") if group in choices}
+    flat["status"] = status
     flat.update(
         lr=cfg.optim.lr,
         weight_decay=cfg.optim.get("weight_decay", 0.0),
@@ -168,8 +169,11 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher) and (written := read_metrics(output_dir)):
         # ddp_spawn trained in worker processes: this process's MetricsFile saw no epoch, rank 0's wrote them
         metrics_file.load_state_dict(written)
+    best_val_acc = {"hp/best_val_acc": metrics_file.record["best_val_acc"] or 0.0}
     if diverged is not None:
         log.warning("%s: %s", output_dir, diverged)
+        logger.log_hyperparams(hparams(cfg, choices, overrides, params, "diverged"), best_val_acc)
+        logger.finalize("failed")
         return metrics_file.write(status="diverged", diverged_epoch=diverged.epoch, error=str(diverged))
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -180,8 +184,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
     result = {"test_acc": test["test_acc"], "test_loss": test["test_loss"], "best_ckpt": best}
     logger.log_hyperparams(
-        hparams(cfg, choices, overrides, params),
-        {"hp/test_acc": result["test_acc"], "hp/best_val_acc": metrics_file.record["best_val_acc"] or 0.0},
+        hparams(cfg, choices, overrides, params, "completed"), {"hp/test_acc": result["test_acc"], **best_val_acc}
     )
     logger.finalize("success")
     record = metrics_file.write(status="completed", **result)
