@@ -203,11 +203,11 @@ def test_no_landscape_without_probes(synthetic_sweep):
     assert "Optimisation landscape" not in (synthetic_sweep / "report.md").read_text()
 
 
-def arm_job(sweep: Path, number: int, arm: str, activation: str, lr: float, seed: int, test_acc: float) -> None:
+def arm_job(sweep: Path, number: int, arm: str, activation: str, lr: float, seed: int, test_acc: float, *extra) -> None:
     """A job of an arm that sets its own model and lr (as conf/arm/<study>/*.yaml do), not on the command line."""
     config = {"seed": seed, "model": {"activation": activation}, "optim": {"lr": lr}, "data": {"shuffle_seed": seed}}
     record = completed(test_acc, seed, val_accs=(test_acc,))
-    write_job(sweep, number, [f"arm/study={arm}", f"seed={seed}"], config=config, **record)
+    write_job(sweep, number, [f"arm/study={arm}", *extra, f"seed={seed}"], config=config, **record)
 
 
 def test_arms_of_different_models_at_one_lr_each_make_no_lr_study(tmp_path):
@@ -226,6 +226,8 @@ def test_arms_that_differ_only_in_lr_are_one_lr_series(tmp_path):
     for number, (arm, activation, lr, test_acc) in enumerate(arms * 2):
         seed = number // len(arms)
         arm_job(tmp_path, number, arm, activation, lr, seed, test_acc + 0.01 * seed)
+    # the same arm with another command-line override is another series, not a third relu seed at 1e-3
+    arm_job(tmp_path, len(arms) * 2, "relu", "relu", 1e-3, 0, 0.5, "trainer.max_epochs=3")
     result = report(tmp_path, trains_above=0.5)
     (series,) = result["lr_series"]
     assert series["label"] == "arm/study=lr_too_low|relu|lr_too_high"
@@ -324,7 +326,7 @@ def test_committed_results_are_what_their_records_give(tmp_path, study):
     generated = ("report.md", "*.png", "tb_summary")
     records = shutil.copytree(RESULTS / study, tmp_path / study, ignore=shutil.ignore_patterns(*generated))
     threshold = re.search(r"last-epoch val acc ≥ ([\d.]+)%", (RESULTS / study / "report.md").read_text())
-    report(records, float(threshold[1]) / 100 if threshold else 0.9)  # as committed: `--trains-above` if given
+    report(records, **({"trains_above": float(threshold[1]) / 100} if threshold else {}))  # as committed
 
     def results(path: Path) -> str:
         return path.read_text().split("## Results per group")[1].split("## Plots")[0]

@@ -202,15 +202,15 @@ def series_key(job: dict) -> tuple[str, ...]:
         return key
     config = (job["metrics"] or {}).get("config") or {}
     setup = {section: dict(config.get(section) or {}) for section in ("data", "model", "optim", "scheduler")}
-    for section, key in NOT_SETUP:
-        setup[section].pop(key, None)
+    for section, not_setup in NOT_SETUP:
+        setup[section].pop(not_setup, None)
     return (*(o for o in key if not override_key(o).startswith("arm/")), json.dumps(setup, sort_keys=True))
 
 
 def series_label(jobs: list[dict], common: set[str]) -> str:
     """The series' group label, its arms named in lr order (arm/cifar10_cnn=lr_too_low|relu|lr_too_high)."""
     by_key = defaultdict(list)
-    for job in sorted(jobs, key=lambda j: lr_of(j)):
+    for job in sorted(jobs, key=lr_of):
         for override in group_overrides(job["overrides"], drop=("seed", "optim.lr")):
             key, _, value = override.partition("=")
             if value not in by_key[key]:
