@@ -1,10 +1,16 @@
+import inspect
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from cnnstudy.errors import find_user_error
+from cnnstudy.models import ConvNet
 from cnnstudy.models.blocks import ConvBlock
 from cnnstudy.train import build_model, count_parameters
+
+from conftest import CONF
 
 # (model, data) -> trainable parameters, from the architectures in the course material.
 PARAMS = {
@@ -25,6 +31,18 @@ MODELS = [
     "net_depth", "net_res", "net_res_deep", "cifar_cnn", "session5", "session5_bn",
 ]  # fmt: skip
 SHAPES = {"mnist": (1, 28, 10), "cifar10": (3, 32, 10), "cifar2": (3, 32, 2)}
+
+
+def test_convnet_base_config_states_the_constructors_defaults():
+    """conf/base/convnet.yaml and ConvNet's signature are the family's defaults twice: they must agree."""
+    base = OmegaConf.to_container(OmegaConf.load(CONF / "base" / "convnet.yaml"))
+    assert base.pop("_target_") == "cnnstudy.models.ConvNet" and base.pop("features") == "???"
+    defaults = {
+        name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for name, p in inspect.signature(ConvNet).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    assert base == defaults
 
 
 @pytest.mark.parametrize(("model", "data"), list(PARAMS))
