@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 from matplotlib.image import imread
 
 from cnnstudy.report import latest_sweep, main, report
@@ -20,6 +21,28 @@ RESULTS = ROOT / "docs" / "results"
 ARCHIVED_STUDIES = sorted({path.parents[2].name for path in RESULTS.glob("*/*/*/metrics.json")})
 
 
+# conf/model's presets, as far as the report tells them apart
+MODEL_PRESETS = {"bn": {"norm": "bn", "head_norm": True}, "nobn": {"norm": "none", "head_norm": True}}
+
+
+def set_dotted(config: dict, key: str, value) -> None:
+    *sections, leaf = key.split(".")
+    for section in sections:
+        config = config.setdefault(section, {})
+    config[leaf] = value
+
+
+def config_of(overrides: list[str]) -> dict:
+    """The resolved config train.py records for these overrides (the part of it the report reads)."""
+    config = {"seed": 0, "optim": {"lr": 1e-3}}
+    for key, value in (o.split("=", 1) for o in overrides):
+        if key == "model":
+            config["model"] = {**MODEL_PRESETS[value], **config.get("model", {})}
+        elif "/" not in key:  # a config group's choice (arm/<study>=...) is no config key
+            set_dotted(config, key, yaml.safe_load(value) if key != "optim.lr" else float(value))
+    return config
+
+
 def write_job(sweep: Path, number: int, overrides: list[str], status: str = "completed", **fields) -> Path:
     """A job folder as train.py leaves it: .hydra/overrides.yaml and (unless metrics=None) metrics.json."""
     job = sweep / str(number)
@@ -30,7 +53,7 @@ def write_job(sweep: Path, number: int, overrides: list[str], status: str = "com
         "status": status,
         "overrides": overrides,
         "choices": {"model": values.get("model", "bn"), "optim": "adam", "data": "mnist"},
-        "config": {"seed": int(values.get("seed", 0)), "optim": {"lr": float(values.get("optim.lr", 1e-3))}},
+        "config": config_of(overrides),
         "params": 1000 if values.get("model") == "bn" else 900,
         "seconds": 1.0,
         **fields,
@@ -95,7 +118,7 @@ def table_row(markdown: str, group: str) -> list[str]:
 
 def test_means_and_sample_stds_over_completed_seeds(synthetic_sweep):
     result = report(synthetic_sweep)
-    groups = {g["label"]: g for g in result["groups"]}
+    groups = {g.label: g for g in result.groups}
     # numeric order: 1e-3 before 1e-2 (as strings "1e-2" < "1e-3")
     labels = [
         "model=bn optim.lr=1e-3",
@@ -106,16 +129,16 @@ def test_means_and_sample_stds_over_completed_seeds(synthetic_sweep):
     assert list(groups) == labels
     for (model, lr), (_, mean, std) in TEST_ACC.items():
         group = groups[f"model={model} optim.lr={lr}"]
-        assert group["n"] == 3 and sorted(group["seeds"]) == [0, 1, 2]
-        assert group["stats"]["test_acc"]["mean"] == pytest.approx(mean, abs=1e-12)
-        assert group["stats"]["test_acc"]["std"] == pytest.approx(std, abs=1e-12)
+        assert group.n == 3 and sorted(group.seeds) == [0, 1, 2]
+        assert group.stats["test_acc"].mean == pytest.approx(mean, abs=1e-12)
+        assert group.stats["test_acc"].std == pytest.approx(std, abs=1e-12)
         # the running job (best val 10%, 1 epoch) is not in any mean
-        assert group["stats"]["best_val_acc"]["mean"] == pytest.approx(0.97)
-        assert group["stats"]["epoch1_train_loss"]["mean"] == pytest.approx(0.6)  # 0.5, 0.6, 0.7
-        assert group["stats"]["epoch1_train_loss"]["std"] == pytest.approx(0.1)
-        assert group["stats"]["last_train_loss"]["mean"] == pytest.approx(0.15)  # quartered
-        assert group["stats"]["last_train_acc"]["mean"] == pytest.approx(0.96)
-    assert result["counts"] == {
+        assert group.stats["best_val_acc"].mean == pytest.approx(0.97)
+        assert group.stats["epoch1_train_loss"].mean == pytest.approx(0.6)  # 0.5, 0.6, 0.7
+        assert group.stats["epoch1_train_loss"].std == pytest.approx(0.1)
+        assert group.stats["last_train_loss"].mean == pytest.approx(0.15)  # quartered
+        assert group.stats["last_train_acc"].mean == pytest.approx(0.96)
+    assert result.counts == {
         "completed": 12,
         "diverged": 1,
         "failed": 1,
@@ -148,8 +171,8 @@ def test_unfinished_jobs_are_listed_not_dropped(synthetic_sweep):
 
 def test_plots_are_valid_pngs(synthetic_sweep):
     result = report(synthetic_sweep)
-    assert result["plots"] == ["curves.png", "test_acc_vs_lr.png", "stability.png"]
-    for name in result["plots"]:
+    assert result.plots == ["curves.png", "test_acc_vs_lr.png", "stability.png"]
+    for name in result.plots:
         path = synthetic_sweep / name
         assert path.read_bytes()[:8] == PNG_SIGNATURE and path.stat().st_size > 10_000
         height, width, _ = imread(path).shape
@@ -161,9 +184,9 @@ def test_no_plots_for_one_epoch_and_one_lr(tmp_path):
     for seed in (0, 1):
         write_job(tmp_path, seed, [f"seed={seed}"], **completed(0.9 + seed / 100, seed, val_accs=[0.9]))
     result = report(tmp_path)
-    assert result["plots"] == [] and not list(tmp_path.glob("*.png"))
-    (group,) = result["groups"]
-    assert group["n"] == 2 and group["label"] == "defaults"
+    assert result.plots == [] and not list(tmp_path.glob("*.png"))
+    (group,) = result.groups
+    assert group.n == 2 and group.label == "defaults"
     assert table_row((tmp_path / "report.md").read_text(), "defaults")[-1] == "90.50 ± 0.71"
 
 
@@ -186,7 +209,7 @@ def test_landscape_table_and_plot_from_the_probes_events(tmp_path):
         widths = ranges[norm][seed]
         write_landscape(job, [2.0, 1.0], [2.0 + widths[0], 1.0 + widths[1]], [10.0 * (seed + 1), 30.0 * (seed + 1)])
     result = report(tmp_path)
-    assert "landscape.png" in result["plots"]
+    assert "landscape.png" in result.plots
     assert (tmp_path / "landscape.png").read_bytes()[:8] == PNG_SIGNATURE
     markdown = (tmp_path / "report.md").read_text()
     section = markdown.split("## Optimisation landscape")[1]
@@ -199,13 +222,15 @@ def test_landscape_table_and_plot_from_the_probes_events(tmp_path):
 
 def test_no_landscape_without_probes(synthetic_sweep):
     result = report(synthetic_sweep)
-    assert result["landscape"] == [] and "landscape.png" not in result["plots"]
+    assert result.landscape == [] and "landscape.png" not in result.plots
     assert "Optimisation landscape" not in (synthetic_sweep / "report.md").read_text()
 
 
 def arm_job(sweep: Path, number: int, arm: str, activation: str, lr: float, seed: int, test_acc: float, *extra) -> None:
     """A job of an arm that sets its own model and lr (as conf/arm/<study>/*.yaml do), not on the command line."""
     config = {"seed": seed, "model": {"activation": activation}, "optim": {"lr": lr}, "data": {"shuffle_seed": seed}}
+    for key, value in (o.split("=", 1) for o in extra):
+        set_dotted(config, key, yaml.safe_load(value))
     record = completed(test_acc, seed, val_accs=(test_acc,))
     write_job(sweep, number, [f"arm/study={arm}", *extra, f"seed={seed}"], config=config, **record)
 
@@ -215,7 +240,7 @@ def test_arms_of_different_models_at_one_lr_each_make_no_lr_study(tmp_path):
     arm_job(tmp_path, 0, "plain", "relu", 1e-3, 0, 0.99)
     arm_job(tmp_path, 1, "bn", "tanh", 3e-3, 0, 0.99)
     result = report(tmp_path)
-    assert result["lr_series"] == [] and "test_acc_vs_lr.png" not in result["plots"]
+    assert result.lr_series == [] and "test_acc_vs_lr.png" not in result.plots
     assert "Largest learning rate" not in (tmp_path / "report.md").read_text()
 
 
@@ -229,12 +254,12 @@ def test_arms_that_differ_only_in_lr_are_one_lr_series(tmp_path):
     # the same arm with another command-line override is another series, not a third relu seed at 1e-3
     arm_job(tmp_path, len(arms) * 2, "relu", "relu", 1e-3, 0, 0.5, "trainer.max_epochs=3")
     result = report(tmp_path, trains_above=0.5)
-    (series,) = result["lr_series"]
-    assert series["label"] == "arm/study=lr_too_low|relu|lr_too_high"
-    assert [(p["lr"], p["test_acc"]["mean"], p["trained"]) for p in series["points"]] == [
+    (series,) = result.lr_series
+    assert series.label == "arm/study=lr_too_low|relu|lr_too_high"
+    assert [(p.lr, p.test_acc.mean, p.trained) for p in series.points] == [
         (1e-5, pytest.approx(0.605), 2), (1e-3, pytest.approx(0.755), 2), (1e-1, pytest.approx(0.105), 0)
     ]  # fmt: skip
-    assert series["largest_lr"] == 1e-3 and "test_acc_vs_lr.png" in result["plots"]
+    assert series.largest_lr == 1e-3 and "test_acc_vs_lr.png" in result.plots
 
 
 def lr_grid(sweep: Path, last_val_acc) -> None:
@@ -263,19 +288,19 @@ def bn_to_1e_1_nobn_to_1e_2(model: str, lr: float, seed: int) -> float | None:
 def test_largest_lr_that_still_trains_and_bn_ratio(tmp_path):
     lr_grid(tmp_path, bn_to_1e_1_nobn_to_1e_2)
     result = report(tmp_path)
-    largest = {s["label"]: s["largest_lr"] for s in result["lr_series"]}
+    largest = {s.label: s.largest_lr for s in result.lr_series}
     assert largest == {"model=bn": 0.1, "model=nobn": 0.01}
-    (ratio,) = result["bn_ratios"]
-    assert ratio["ratio"] == pytest.approx(10)
-    nobn = result["lr_series"][1]["points"]
-    assert [(p["lr"], p["trained"], p["decided"], p["diverged"]) for p in nobn][-2:] == [(0.1, 1, 2, 0), (1.0, 0, 2, 2)]
+    (ratio,) = result.bn_ratios
+    assert ratio.ratio == pytest.approx(10)
+    nobn = result.lr_series[1].points
+    assert [(p.lr, p.trained, p.decided, p.diverged) for p in nobn][-2:] == [(0.1, 1, 2, 0), (1.0, 0, 2, 2)]
     markdown = (tmp_path / "report.md").read_text()
     assert "BN / no BN: `model=bn` vs `model=nobn`: ratio 10×" in markdown
     assert table_row(markdown, "model=nobn")[1:] == ["0.01", "0.0001: 2/2, 0.001: 2/2, 0.01: 2/2, 0.1: 1/2, 1: 0/2"]
     assert "same in every group: `trainer.max_epochs=2`" in markdown
     # a lower bar: both seeds of nobn at 0.1 now train
     lowered = report(tmp_path, trains_above=0.4)
-    assert [s["largest_lr"] for s in lowered["lr_series"]] == [0.1, 0.1] and lowered["bn_ratios"][0]["ratio"] == 1
+    assert [s.largest_lr for s in lowered.lr_series] == [0.1, 0.1] and lowered.bn_ratios[0].ratio == 1
 
 
 def test_latest_picks_the_newest_sweep_at_any_depth(tmp_path, monkeypatch, capsys):
@@ -379,3 +404,39 @@ def test_tiny_real_sweep(tmp_path, data_root):
         expected = f"{statistics.fmean(test_accs) * 100:.2f} ± {statistics.stdev(test_accs) * 100:.2f}"
         assert row[-1] == expected
         assert any(line.startswith(f"model={model}: n=2 test acc {expected} %") for line in lines)
+
+
+def run_sweep(sweep: Path, data_root: Path, *overrides: str) -> None:
+    """A real sweep through the train entry point: one epoch of two batches per job."""
+    result = run_cli(
+        "cnnstudy.train", "-m", *overrides, f"hydra.sweep.dir={sweep}", f"data.root={data_root}",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_bn_comparisons_come_from_the_resolved_configs(tmp_path, data_root):
+    # The book builds NetBatchNorm on NetWidth's 32 channels: its BN-free twin is net_width, not net.
+    # deep_cnn_bn adds dropout to deep_cnn besides BN: a pair, but not a BN comparison. (One sweep for both.)
+    run_sweep(tmp_path, data_root, "data=cifar2", "model=net,net_width,net_batchnorm,deep_cnn,deep_cnn_bn")
+    result = report(tmp_path)
+    pairs = {(c.with_bn.label, c.without_bn.label): (c.bn, c.keys) for c in result.comparisons}
+    assert pairs == {
+        ("model=net_batchnorm", "model=net_width"): (True, ["model.norm"]),
+        ("model=deep_cnn_bn", "model=deep_cnn"): (False, ["model.dropout", "model.norm"]),
+    }
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| `model=net_batchnorm` vs `model=net_width` | yes | model.norm: bn vs none |" in markdown
+    deep = "| `model=deep_cnn_bn` vs `model=deep_cnn` | no | model.dropout: 0.5 vs 0.0; model.norm: bn vs none |"
+    assert deep in markdown
+    assert "vs `model=net` " not in markdown
+
+
+def test_two_optimizers_at_three_lrs_are_two_lr_series(tmp_path, data_root):
+    run_sweep(tmp_path, data_root, "data=cifar2", "model=net", "optim=adam,sgd", "optim.lr=1e-3,1e-2,1e-1")
+    result = report(tmp_path)
+    series = [(s.label, [p.lr for p in s.points], [p.decided for p in s.points]) for s in result.lr_series]
+    assert series == [("optim=adam", [1e-3, 1e-2, 1e-1], [1, 1, 1]), ("optim=sgd", [1e-3, 1e-2, 1e-1], [1, 1, 1])]
+    assert result.comparisons == [] and result.series_comparisons == []  # no BN on either side
+    assert "test_acc_vs_lr.png" in result.plots

@@ -1,0 +1,5 @@
+import sys
+
+from cnnstudy.report.command import main
+
+main(sys.argv[1:])

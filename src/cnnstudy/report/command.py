@@ -1,0 +1,98 @@
+"""Summarise a sweep: `python -m cnnstudy.report multirun/<dir> [--trains-above 0.9]`, or `--latest`.
+
+Reads every job's metrics.json under the dir and groups jobs whose resolved configs differ only in the
+seed (and run-time keys). Writes into the dir report.md (one `mean ± std` row per group, over its completed
+seeds; std is the sample std, ddof=1), the BN vs no-BN comparisons with the config keys that differ, and,
+where they make sense, PNG plots: curves.png (>= 2 epochs), test_acc_vs_lr.png and stability.png (an lr
+series: groups that differ only in the lr). Jobs that are running, diverged, failed, unreadable or have no
+metrics.json yet are listed in the report, never counted in the means and never dropped silently.
+
+A job "still trains" at a learning rate if it completed and its last-epoch val_acc >= --trains-above.
+Diverged jobs count as not training; failed and running jobs are left out of that fraction (their
+outcome says nothing about the learning rate yet).
+
+Jobs run with `probes=bn` also get landscape.png and a table of the LandscapeProbe's numbers (read from
+their TensorBoard events): loss variation, gradient predictiveness and effective beta-smoothness along
+the gradient, per group, as in Santurkar et al. 2018.
+
+`--archive DEST` first copies the sweep's records (metrics.json, overrides, multirun.yaml; no checkpoints or
+events) to DEST/<sweep name>/, then reports on DEST: the slices of a study run in separate sittings, and the
+records behind docs/results/, are reported as one.
+"""
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from cnnstudy.errors import fail
+from cnnstudy.record import METRICS_FILE
+from cnnstudy.report.compare import SeriesComparison, comparisons, lr_series
+from cnnstudy.report.dashboard import write_dashboard
+from cnnstudy.report.groups import build_groups
+from cnnstudy.report.markdown import REPORT_FILE, Report, fmt, write_markdown
+from cnnstudy.report.plots import plot_curves, plot_landscape, plot_stability, plot_test_acc_vs_lr
+from cnnstudy.report.records import MULTIRUN, archive, find_jobs, latest_sweep, sweep_commands
+from cnnstudy.report.stats import landscape_stats
+
+
+def report(sweep_dir: Path, trains_above: float = 0.9) -> Report:
+    """Write report.md, the plots and tb_summary/ into `sweep_dir`; returns the numbers behind them."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} is not a folder")
+    if next(sweep_dir.rglob(METRICS_FILE), None) is None:
+        raise FileNotFoundError(f"no {METRICS_FILE} under {sweep_dir}")
+    jobs = find_jobs(sweep_dir)
+    groups, common = build_groups(jobs)
+    series = lr_series(groups, common, trains_above)
+    result = Report(
+        dir=str(sweep_dir),
+        commands=sweep_commands(sweep_dir),
+        counts=dict(Counter(j.status for j in jobs).most_common()),
+        groups=groups,
+        common=common,
+        not_finished=[j for j in jobs if not j.completed],
+        lr_series=series,
+        comparisons=comparisons(groups),
+        series_comparisons=comparisons(series, SeriesComparison),
+        landscape=landscape_stats(groups),
+        plots=[],
+    )
+    if plot_curves(groups, sweep_dir / "curves.png"):
+        result.plots.append("curves.png")
+    if series:
+        plot_test_acc_vs_lr(series, sweep_dir / "test_acc_vs_lr.png")
+        plot_stability(series, trains_above, sweep_dir / "stability.png")
+        result.plots += ["test_acc_vs_lr.png", "stability.png"]
+    if plot_landscape(groups, sweep_dir / "landscape.png"):
+        result.plots.append("landscape.png")
+    write_dashboard(sweep_dir, groups, common)
+    result.report = write_markdown(sweep_dir, result, trains_above)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cnnstudy.report", description=__doc__.split("\n")[0])
+    parser.add_argument("dir", nargs="?", type=Path, help="a sweep folder, e.g. multirun/<timestamp>")
+    parser.add_argument("--latest", action="store_true", help=f"the newest sweep under {MULTIRUN}/")
+    parser.add_argument("--trains-above", type=float, default=0.9, help="last val acc that counts as training")
+    parser.add_argument(
+        "--archive", type=Path, metavar="DEST", help="copy the sweep's records to DEST/<sweep name>/ and report on DEST"
+    )
+    args = parser.parse_args(argv)
+    if (args.dir is None) == (not args.latest):
+        fail("give a sweep folder or --latest (one of them)")
+    try:
+        sweep_dir = latest_sweep() if args.latest else args.dir
+        if args.archive:
+            sweep_dir = archive(sweep_dir, args.archive)
+        result = report(sweep_dir, args.trains_above)
+    except OSError as e:
+        fail(str(e))
+    print(result.report)
+    for g in result.groups:
+        if g.n:
+            test, val = fmt(g.stats["test_acc"], True), fmt(g.stats["best_val_acc"], True)
+            print(f"{g.label}: n={g.n} test acc {test} %, best val acc {val} %")
+    if result.not_finished:
+        print(f"not finished: {len(result.not_finished)} job(s), listed in {REPORT_FILE}")

@@ -1,0 +1,127 @@
+"""What the report compares, from the groups' setups.
+
+An *lr series* is two or more groups whose setups differ only in `optim.lr`. A *comparison* pairs a group,
+or an lr series, with BatchNorm (`model.norm` other than none) and one without (`model.norm=none`) of the
+same model family (`model._target_`) when each is the other's nearest: no other candidate differs from it
+in fewer config keys. It is a *BN comparison* when only normalisation keys (NORM_KEYS) differ; otherwise
+the report names every key that differs and does not call it one.
+"""
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+
+from cnnstudy.report.groups import Group, differing_keys, label, override_key
+from cnnstudy.report.records import Job
+from cnnstudy.report.stats import Summary, summarise
+
+# The keys that only configure normalisation: which kind, where it sits, whether the FC head has it too.
+NORM_KEYS = ("model.norm", "model.head_norm", "model.norm_placement")
+
+
+def trains(job: Job, threshold: float) -> bool:
+    """Completed with a last-epoch val acc >= threshold (a diverged job does not train)."""
+    return job.completed and ((job.epochs or [{}])[-1].get("val_acc") or 0.0) >= threshold
+
+
+@dataclass
+class LrPoint:
+    lr: float
+    group: Group
+    test_acc: Summary | None  # over the completed seeds
+    diverged: int
+    decided: int  # completed or diverged: failed and running jobs say nothing about the lr yet
+    trained: int  # of the decided, those that still train
+
+
+@dataclass
+class LrSeries:
+    label: str
+    setup: dict | None  # the groups' setup less optim.lr; None without a config
+    points: list[LrPoint]  # in lr order
+
+    @property
+    def largest_lr(self) -> float | None:
+        """The largest lr at which every decided seed still trains."""
+        return max((p.lr for p in self.points if p.decided and p.trained == p.decided), default=None)
+
+
+def lr_point(group: Group, threshold: float) -> LrPoint:
+    decided = [j for j in group.jobs if j.status in ("completed", "diverged")]
+    test_accs = [a for j in group.completed if (a := j.metrics.get("test_acc")) is not None]
+    diverged = sum(j.status == "diverged" for j in group.jobs)
+    trained = sum(trains(j, threshold) for j in decided)
+    return LrPoint(group.lr, group, summarise(test_accs), diverged, len(decided), trained)
+
+
+def without_lr(group: Group) -> dict | tuple:
+    """The group's setup less optim.lr; without a config, its overrides less optim.lr."""
+    if group.setup is None:
+        return tuple(o for o in group.overrides if override_key(o) != "optim.lr")
+    return {key: value for key, value in group.setup.items() if key != "optim.lr"}
+
+
+def series_label(members: list[Group], common: set[str]) -> str:
+    """The groups' labels as one, values in lr order (arm/cifar10_cnn=lr_too_low|relu|lr_too_high)."""
+    values = defaultdict(list)
+    for group in members:
+        for override in group.overrides:
+            key, _, value = override.partition("=")
+            if override_key(override) != "optim.lr" and value not in values[key]:
+                values[key].append(value)
+    common = {o for o in common if override_key(o) != "optim.lr"}
+    return label(tuple(f"{key}={'|'.join(v)}" for key, v in values.items()), common)
+
+
+def lr_series(groups: list[Group], common: set[str], threshold: float) -> list[LrSeries]:
+    """The series with two or more learning rates (an arm run at one lr says nothing about the range)."""
+    by_setup = defaultdict(list)
+    for group in groups:
+        if group.lr is not None:
+            by_setup[json.dumps(without_lr(group), sort_keys=True)].append(group)
+    series = []
+    for members in (sorted(m, key=lambda g: g.lr) for m in by_setup.values() if len(m) > 1):
+        setup = without_lr(members[0])
+        points = [lr_point(g, threshold) for g in members]
+        series.append(LrSeries(series_label(members, common), setup if isinstance(setup, dict) else None, points))
+    return series
+
+
+@dataclass
+class Comparison:
+    with_bn: Group | LrSeries
+    without_bn: Group | LrSeries
+    keys: list[str]  # every config key whose value differs between the two
+
+    @property
+    def bn(self) -> bool:
+        """Only normalisation differs: a BN comparison."""
+        return set(self.keys) <= set(NORM_KEYS)
+
+
+@dataclass
+class SeriesComparison(Comparison):
+    @property
+    def ratio(self) -> float | None:
+        """The largest lr at which all seeds still train, BN over no BN."""
+        bn, nobn = self.with_bn.largest_lr, self.without_bn.largest_lr
+        return bn / nobn if bn and nobn else None
+
+
+def comparisons(items: list, kind: type = Comparison) -> list:
+    """BN vs no-BN pairs of `items` (groups or lr series) of one model family, each the other's nearest."""
+    norm = [(item, (item.setup or {}).get("model.norm")) for item in items]
+    with_bn = [item for item, value in norm if value not in (None, "none")]
+    without_bn = [item for item, value in norm if value == "none"]
+    keys = {
+        (a, b): differing_keys(with_bn[a].setup, without_bn[b].setup)
+        for a in range(len(with_bn))
+        for b in range(len(without_bn))
+        if with_bn[a].setup.get("model._target_") == without_bn[b].setup.get("model._target_")
+    }
+
+    def fewest(side: int, index: int) -> int:
+        return min(len(k) for pair, k in keys.items() if pair[side] == index)
+
+    pairs = [pair for pair, k in keys.items() if len(k) == fewest(0, pair[0]) == fewest(1, pair[1])]
+    return [kind(with_bn[a], without_bn[b], keys[a, b]) for a, b in pairs]

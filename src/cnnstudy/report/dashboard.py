@@ -1,0 +1,37 @@
+"""The TensorBoard dashboard: a run `tb_summary/` with each group's mean curves over seeds, and a
+custom-scalars layout with one chart per value of the other varying keys (e.g. one chart per learning
+rate, overlaying bn and nobn). `tensorboard --logdir <sweep>` shows it beside the jobs' own runs."""
+
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from cnnstudy.report.groups import Group, override_key
+
+
+def is_line_key(key: str) -> bool:
+    """What a chart overlays (model, optimizer, study arm); other varying keys pick the chart."""
+    return key in ("model", "optim") or key.startswith("arm/")
+
+
+def write_dashboard(sweep_dir: Path, groups: list[Group], common: set[str]) -> None:
+    from torch.utils.tensorboard import SummaryWriter  # torch takes seconds to import: not for a command that fails
+
+    charts = defaultdict(dict)
+    with SummaryWriter(str(sweep_dir / "tb_summary")) as writer:
+        for group in (g for g in groups if g.n):
+            varying = [o for o in group.overrides if o not in common]
+            line = " ".join(o for o in varying if is_line_key(override_key(o))) or "all"
+            panel = " ".join(o for o in varying if not is_line_key(override_key(o))) or "all"
+            for metric in ("val_acc", "train_loss"):
+                per_epoch = defaultdict(list)
+                for job in group.completed:
+                    for e in job.epochs:
+                        if e.get(metric) is not None:
+                            per_epoch[e["epoch"]].append(e[metric])
+                for epoch, values in sorted(per_epoch.items()):
+                    writer.add_scalar(f"{metric}/{panel}/{line}", statistics.fmean(values), epoch)
+                chart = f"{metric}: {panel} (mean over seeds)"
+                charts[metric][chart] = ["Multiline", [re.escape(f"{metric}/{panel}/") + ".*"]]
+        writer.add_custom_scalars({metric.replace("_", " "): dict(c) for metric, c in charts.items()})

@@ -1,0 +1,151 @@
+"""report.md: the tables, the comparisons with the keys that differ, what did not finish, and the plots."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnstudy.report.compare import Comparison, LrSeries, SeriesComparison
+from cnnstudy.report.groups import COLUMNS, Group, shown, sort_key
+from cnnstudy.report.records import Job
+from cnnstudy.report.stats import LANDSCAPE_COLUMNS, LandscapeRow, Summary
+
+REPORT_FILE = "report.md"
+
+
+@dataclass
+class Report:
+    """The numbers behind report.md."""
+
+    dir: str
+    commands: list[str]
+    counts: dict[str, int]  # status -> jobs
+    groups: list[Group]
+    common: set[str]  # the overrides every group shares
+    not_finished: list[Job]
+    lr_series: list[LrSeries]
+    comparisons: list[Comparison]  # of groups
+    series_comparisons: list[SeriesComparison]
+    landscape: list[LandscapeRow]
+    plots: list[str]
+    report: str = ""  # the path of report.md
+
+    @property
+    def bn_ratios(self) -> list[SeriesComparison]:
+        return [c for c in self.series_comparisons if c.bn]
+
+
+def fmt(stat: Summary | None, percent: bool) -> str:
+    if stat is None:
+        return "–"
+    scale, digits = (100, 2) if percent else (1, 4)
+    std = "–" if stat.std is None else f"{stat.std * scale:.{digits}f}"
+    return f"{stat.mean * scale:.{digits}f} ± {std}"
+
+
+def md_table(header: list[str], rows: Iterable[list]) -> list[str]:
+    def cell(value) -> str:  # an error message must not break the table
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+
+
+def pair(c: Comparison) -> str:
+    return f"`{c.with_bn.label}` vs `{c.without_bn.label}`"
+
+
+def differences(c: Comparison) -> str:
+    """Every key that differs, with its value with BN and without."""
+    a, b = c.with_bn.setup, c.without_bn.setup
+    return "; ".join(f"{key}: {shown(a.get(key, '–'))} vs {shown(b.get(key, '–'))}" for key in c.keys)
+
+
+def header_section(r: Report) -> list[str]:
+    counts = ", ".join(f"{n} {status}" for status, n in r.counts.items())
+    lines = [f"# Sweep report: {r.dir}", ""]
+    lines += [f"command: `{c}`  " for c in r.commands]
+    lines += [f"jobs: {sum(r.counts.values())} ({counts})  "]
+    if r.common:
+        lines += [f"same in every group: `{' '.join(sorted(r.common, key=sort_key))}`"]
+    return lines
+
+
+def groups_section(r: Report) -> list[str]:
+    lines = ["", "## Results per group", ""]
+    lines += ["mean ± std over the completed seeds (sample std); n = completed seeds.", ""]
+    header = ["group", "n", "params"] + [head for head, _ in COLUMNS.values()]
+    rows = []
+    for g in r.groups:
+        params = "/".join(f"{p:,}" for p in g.params) or "–"
+        rows.append([g.label, g.n, params] + [fmt(g.stats[k], pct) for k, (_, pct) in COLUMNS.items()])
+    return lines + md_table(header, rows)
+
+
+def comparisons_section(r: Report) -> list[str]:
+    if not r.comparisons:
+        return []
+    lines = ["", "## BN vs no BN", ""]
+    lines += [
+        "Groups with BN and without, of one model family, each the other's nearest in config. A BN comparison",
+        "differs only in normalisation keys (model.norm, model.head_norm, model.norm_placement); otherwise",
+        "every key that differs is named (value with BN vs without). Test accuracy: mean ± std over seeds.",
+        "",
+    ]
+    header = ["with BN vs without", "BN comparison", "config keys that differ", "test acc % with", "test acc % without"]
+    rows = (
+        [pair(c), "yes" if c.bn else "no", differences(c)]
+        + [fmt(g.stats["test_acc"], True) for g in (c.with_bn, c.without_bn)]
+        for c in r.comparisons
+    )
+    return lines + md_table(header, rows)
+
+
+def not_finished_section(r: Report) -> list[str]:
+    lines = ["", "## Not finished", ""]
+    if not r.not_finished:
+        return lines + ["none: every job completed."]
+    rows = ([j.dir, j.status, " ".join(j.overrides), j.detail[:300]] for j in r.not_finished)
+    return lines + md_table(["job", "status", "overrides", "error / diverged epoch / progress"], rows)
+
+
+def lr_section(r: Report, threshold: float) -> list[str]:
+    if not r.lr_series:
+        return []
+    lines = ["", "## Largest learning rate that still trains (all seeds)", ""]
+    lines += [f"A seed still trains if it completed with last-epoch val acc ≥ {threshold * 100:g}%.", ""]
+    rows = []
+    for s in r.lr_series:
+        per_lr = ", ".join(f"{p.lr:g}: {p.trained}/{p.decided}" for p in s.points)
+        rows.append([s.label, "–" if s.largest_lr is None else f"{s.largest_lr:g}", per_lr])
+    lines += md_table(["group", "largest lr (all seeds train)", "seeds that train, per lr"], rows)
+    for c in r.series_comparisons:
+        if c.bn:
+            ratio = "–" if c.ratio is None else f"{c.ratio:.3g}×"
+            lines += ["", f"BN / no BN: {pair(c)}: ratio {ratio} (differ in {differences(c)})"]
+        else:
+            lines += ["", f"Not a BN comparison: {pair(c)} differ in {differences(c)}"]
+    return lines
+
+
+def landscape_section(r: Report) -> list[str]:
+    if not r.landscape:
+        return []
+    lines = ["", "## Optimisation landscape (LandscapeProbe, Santurkar et al. 2018)", ""]
+    lines += [
+        "Per job each number is averaged over its probed steps; mean ± std over seeds. Loss range = loss_max −",
+        "loss_min over the probed step sizes (variation of the loss); max gradient change = ‖∇L(θ−ηg) − g‖ at",
+        "the largest η (gradient predictiveness: smaller is more predictive); β-smoothness = max over η of",
+        "‖∇L(θ−ηg) − g‖ / ‖ηg‖.",
+        "",
+    ]
+    rows = ([x.label, x.n, x.steps] + [fmt(x.stats[k], False) for k in LANDSCAPE_COLUMNS] for x in r.landscape)
+    return lines + md_table(["group", "n", "probed steps", *LANDSCAPE_COLUMNS], rows)
+
+
+def write_markdown(sweep_dir: Path, r: Report, threshold: float) -> str:
+    lines = header_section(r) + groups_section(r) + comparisons_section(r) + not_finished_section(r)
+    lines += lr_section(r, threshold) + landscape_section(r)
+    if r.plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in r.plots]
+    (sweep_dir / REPORT_FILE).write_text("\n".join(lines) + "\n")
+    return str(sweep_dir / REPORT_FILE)

@@ -1,0 +1,118 @@
+"""The report's PNG plots: curves per epoch, test accuracy and stability per lr, the optimisation landscape."""
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from matplotlib import colormaps
+from matplotlib.figure import Figure  # pyplot-free: no global state; PNGs are drawn by the Agg canvas
+from matplotlib.ticker import MaxNLocator
+
+from cnnstudy.report.compare import LrSeries
+from cnnstudy.report.groups import Group
+
+
+def colors_for(count: int):
+    return colormaps["tab10" if count <= 10 else "tab20"]
+
+
+def plot_curves(groups: list[Group], path: Path) -> bool:
+    """Train loss and val accuracy per epoch: mean over completed seeds, band = min-max over seeds."""
+    runs = [(g.label, [j.epochs for j in g.completed]) for g in groups if g.n]
+    if max((len(e) for _, seeds in runs for e in seeds), default=0) < 2:
+        return False
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    colors = colors_for(len(runs))
+    for i, (name, seeds) in enumerate(runs):
+        for ax, key, scale in ((loss_ax, "train_loss", 1), (acc_ax, "val_acc", 100)):
+            per_epoch = defaultdict(list)  # seeds of a partial group may hold different numbers of epochs
+            for epochs in seeds:
+                for index, e in enumerate(epochs):
+                    if e.get(key) is not None:
+                        per_epoch[e.get("epoch", index) + 1].append(e[key] * scale)
+            xs = sorted(per_epoch)
+            ax.plot(xs, [statistics.fmean(per_epoch[x]) for x in xs], marker=".", color=colors(i), label=name)
+            lo, hi = [min(per_epoch[x]) for x in xs], [max(per_epoch[x]) for x in xs]
+            ax.fill_between(xs, lo, hi, color=colors(i), alpha=0.2, linewidth=0)
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss_ax.set(yscale="log", xlabel="epoch", ylabel="train loss (log)", title="train loss")
+    acc_ax.set(xlabel="epoch", ylabel="val accuracy %", title="validation accuracy")
+    acc_ax.legend(fontsize="small")
+    fig.suptitle("mean over completed seeds; shaded band = min–max over seeds")
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def plot_test_acc_vs_lr(series: list[LrSeries], path: Path) -> None:
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.subplots()
+    colors = colors_for(len(series))
+    for i, s in enumerate(series):
+        done = [p for p in s.points if p.test_acc is not None]
+        ax.errorbar(
+            [p.lr for p in done],
+            [p.test_acc.mean * 100 for p in done],
+            yerr=[(p.test_acc.std or 0) * 100 for p in done],
+            marker="o",
+            capsize=3,
+            color=colors(i),
+            label=s.label,
+        )
+        diverged = [p.lr for p in s.points if p.diverged]
+        # x in data, y in axes coordinates: the marker sits at the bottom whatever the accuracy range
+        ax.plot(diverged, [0.03] * len(diverged), "x", color=colors(i), ms=9, mew=2, transform=ax.get_xaxis_transform())
+    ax.plot([], [], "x", color="gray", label="diverged (≥ 1 seed)")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="test accuracy %")
+    ax.set_title("test accuracy vs lr: mean over completed seeds, error bar = std")
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=100)
+
+
+def plot_stability(series: list[LrSeries], threshold: float, path: Path) -> None:
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.subplots()
+    for s in series:
+        decided = [p for p in s.points if p.decided]
+        ax.plot([p.lr for p in decided], [p.trained / p.decided for p in decided], marker="o", label=s.label)
+    ax.set(xscale="log", ylim=(-0.05, 1.05), xlabel="learning rate", ylabel="fraction of seeds that still train")
+    ax.set_title(f"still trains = completed with last val acc ≥ {threshold * 100:g}%; diverged = does not")
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=100)
+
+
+def common_steps(runs: list[dict], tags) -> list[int]:
+    """The training steps at which every run has every tag."""
+    return sorted(set.intersection(*(set(r.get(t, {})) for r in runs for t in tags)))
+
+
+def plot_landscape(groups: list[Group], path: Path) -> bool:
+    """Santurkar et al.'s three views over training steps, per group: the band spans the probed step sizes
+    (min to max of the loss / gradient change, each averaged over seeds); beta-smoothness is the seeds' mean."""
+    probed = [(g.label, [j.landscape for j in g.completed if j.landscape]) for g in groups]
+    probed = [(name, runs) for name, runs in probed if runs]
+    if not probed:
+        return False
+    fig = Figure(figsize=(16, 5), layout="constrained")
+    axes = fig.subplots(1, 3)
+    colors = colors_for(len(probed))
+    views = (
+        ("landscape/loss_min", "landscape/loss_max", "loss along the gradient", "loss variation"),
+        ("landscape/grad_change_min", "landscape/grad_change_max", "‖∇L(θ−ηg) − g‖", "gradient predictiveness"),
+    )
+    for i, (name, runs) in enumerate(probed):
+        for ax, (low, high, ylabel, title) in zip(axes, views, strict=False):
+            xs = common_steps(runs, (low, high))
+            lo = [statistics.fmean(r[low][x] for r in runs) for x in xs]
+            hi = [statistics.fmean(r[high][x] for r in runs) for x in xs]
+            ax.fill_between(xs, lo, hi, color=colors(i), alpha=0.35, linewidth=0, label=name)
+            ax.set(xlabel="training step", ylabel=ylabel, title=title, yscale="log")
+        beta = "landscape/beta_smoothness"
+        xs = common_steps(runs, (beta,))
+        axes[2].plot(xs, [statistics.fmean(r[beta][x] for r in runs) for x in xs], color=colors(i), label=name)
+        axes[2].set(xlabel="training step", ylabel="max ‖Δ∇L‖ / ‖ηg‖", title="effective β-smoothness", yscale="log")
+    axes[0].legend(fontsize="small")
+    fig.suptitle("along the gradient at the probed step sizes η; band = min–max over η, mean over seeds")
+    fig.savefig(path, dpi=100)
+    return True

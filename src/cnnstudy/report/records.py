@@ -1,0 +1,131 @@
+"""Reading a sweep: each job's record (metrics.json, Hydra's overrides, the LandscapeProbe's TensorBoard
+scalars), the sweep commands, and copying the records that a report needs (`archive`)."""
+
+import json
+import shlex
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cnnstudy.record import METRICS_FILE
+
+MULTIRUN = Path("multirun")
+# What a sweep's results are, without checkpoints or events: what `archive` keeps.
+RECORDS = (f"**/{METRICS_FILE}", "**/.hydra/overrides.yaml", "**/multirun.yaml")
+
+
+@dataclass
+class Job:
+    dir: str  # relative to the sweep folder
+    status: str  # a metrics.json status, or "no metrics.json" / "unreadable"
+    overrides: list[str]
+    detail: str = ""  # error, diverged epoch or progress: why it is not completed
+    metrics: dict = field(default_factory=dict)
+    landscape: dict[str, dict[int, float]] = field(default_factory=dict)  # tag -> {step: value}
+
+    @property
+    def config(self) -> dict | None:
+        """The resolved config; a failed job's record may hold none."""
+        return self.metrics.get("config") or None
+
+    @property
+    def epochs(self) -> list[dict]:
+        return self.metrics.get("epochs") or []
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+
+def read_job(job_dir: Path, sweep_dir: Path) -> Job:
+    job = Job(str(job_dir.relative_to(sweep_dir)), "no metrics.json", [])
+    try:  # Hydra's own record: the overrides of a job whose metrics.json is missing or unreadable
+        job.overrides = list(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml"))
+    except Exception:  # noqa: BLE001 - a missing or broken record only costs the overrides column
+        pass
+    path = job_dir / METRICS_FILE
+    if not path.exists():  # started, but its first epoch has not ended (or it was killed before)
+        job.detail = "no epoch has ended yet"
+        return job
+    try:
+        metrics = json.loads(path.read_text())
+        if not isinstance(metrics, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        job.status, job.detail = "unreadable", f"{type(e).__name__}: {e}"
+        return job
+    job.metrics, job.status, job.landscape = metrics, metrics.get("status", "unknown"), read_landscape(job_dir)
+    job.overrides = list(metrics.get("overrides") or job.overrides)
+    if job.status == "diverged":
+        job.detail = f"epoch {metrics.get('diverged_epoch')}: {metrics.get('error', '')}"
+    elif job.status == "running":
+        job.detail = f"{len(job.epochs)} epoch(s) so far"
+    elif job.status != "completed":
+        job.detail = str(metrics.get("error", ""))
+    return job
+
+
+def read_landscape(job_dir: Path) -> dict[str, dict[int, float]]:
+    """The LandscapeProbe's scalars in the job's TensorBoard events: tag -> {step: value}; {} without probes."""
+    series = defaultdict(dict)
+    for run_dir in sorted({p.parent for p in (job_dir / "tb").rglob("events.out.tfevents.*")}):
+        events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 1, "images": 1})
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            if tag.startswith("landscape/"):  # the LandscapeProbe's scalars (cnnstudy.probes)
+                series[tag].update((e.step, e.value) for e in events.Scalars(tag))
+    return dict(series)
+
+
+def find_jobs(sweep_dir: Path) -> list[Job]:
+    job_dirs = {p.parent for p in sweep_dir.rglob(METRICS_FILE)}
+    job_dirs |= {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
+    return [read_job(d, sweep_dir) for d in sorted(job_dirs, key=numbers_first)]
+
+
+def numbers_first(path: Path) -> list[tuple]:
+    """Job folders in number order (2 before 10)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
+
+
+def sweep_commands(sweep_dir: Path) -> list[str]:
+    """The command of each sweep under the dir, from Hydra's multirun.yaml."""
+    commands = []
+    for path in sorted(sweep_dir.rglob("multirun.yaml")):
+        try:
+            hydra = OmegaConf.to_container(OmegaConf.load(path).hydra)
+            extra = [o for o in hydra["overrides"]["hydra"] if o != "hydra.mode=MULTIRUN"]
+            args = shlex.join(hydra["overrides"]["task"] + extra)
+            commands.append(f"python -m cnnstudy.{hydra['job']['name']} -m {args}".rstrip())
+        except Exception:  # noqa: BLE001 - the header just goes without the command
+            pass
+    return commands
+
+
+def archive(sweep_dir: Path, dest: Path) -> Path:
+    """Copy the sweep's records (RECORDS) to dest/<sweep folder name>/ and return dest. A study too long for
+    one sitting is run in slices (a few arms each), each archived into the same dest and reported as one."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} is not a folder")
+    for pattern in RECORDS:
+        for path in sweep_dir.glob(pattern):
+            copy = Path(dest) / sweep_dir.name / path.relative_to(sweep_dir)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
+    return Path(dest)
+
+
+def latest_sweep(root: Path = MULTIRUN) -> Path:
+    """The folder of job folders with metrics.json most recently written under `root` (any nesting)."""
+    newest = defaultdict(float)
+    for path in Path(root).rglob(METRICS_FILE):
+        sweep = path.parent.parent
+        newest[sweep] = max(newest[sweep], path.stat().st_mtime, sweep.stat().st_mtime)
+    if not newest:
+        raise FileNotFoundError(f"no {METRICS_FILE} under {root}/: run a sweep first (python -m cnnstudy.train -m ...)")
+    return max(newest, key=newest.get)
