@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -81,6 +83,27 @@ def test_truncated_file_is_named(tmp_path, data_root):
         (raw / name).write_bytes(source[: len(source) // 2] if "images" in name else source)
     with pytest.raises(UserError, match="train-images-idx3-ubyte has the wrong sha256"):
         load("mnist", str(tmp_path), True, download=False)
+
+
+def test_a_second_load_is_served_from_memory_until_the_file_changes(tmp_path, data_root):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes((data_root / "MNIST" / "raw" / name).read_bytes())
+    images, labels = load("mnist", str(tmp_path), False, download=False)
+    assert torch.equal(images, load("mnist", str(data_root), False)[0])
+
+    # Same size and modification time, different bytes: a load that read the file would fail its sha256.
+    path = raw / "t10k-images-idx3-ubyte"
+    stat = path.stat()
+    path.write_bytes(bytes(stat.st_size))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = load("mnist", str(tmp_path), False, download=False)
+    assert again[0] is images and again[1] is labels
+
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # now it looks replaced
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte has the wrong sha256"):
+        load("mnist", str(tmp_path), False, download=False)
 
 
 def test_batch_larger_than_split_is_refused(data_root):

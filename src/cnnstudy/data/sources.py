@@ -3,13 +3,17 @@
 Files are looked for under the data root in the layout of ``../shared/datasets``
 (``MNIST/raw/*-ubyte``, ``cifar10/cifar10.npz``). If they are missing, torchvision's download is
 tried (for users with internet); if that fails too, a ``UserError`` names the paths tried.
-Known files are checked against their published sha256 once per process.
+
+Decoded splits are cached in the process, keyed by the files' paths, sizes and modification
+times: the jobs of a sweep (the basic launcher runs them in one process) share one copy and read
+nothing from disk after the first, while a file replaced on disk is read (and checked) again.
+Known files are checked against their published sha256 when they are read. Callers share the
+returned tensors and must not modify them in place.
 """
 
 import gzip
 import hashlib
 import os
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +39,8 @@ def default_root() -> str:
     return os.environ.get("CNNSTUDY_DATA_DIR") or "./data"
 
 
-@cache
 def _verify(path: Path, relative: str) -> None:
-    """Raise a one-line UserError if a known file is truncated or altered (hashed once per process)."""
+    """Raise a one-line UserError if a known file is truncated or altered."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
@@ -67,9 +70,21 @@ def _read_idx(path: Path) -> np.ndarray:
 def _find(root: Path, relative: str) -> Path | None:
     for candidate in (root / relative, root / (relative + ".gz")):
         if candidate.exists():
-            if candidate.name == Path(relative).name and relative in SHA256:
-                _verify(candidate, relative)
             return candidate
+    return None
+
+
+def _files(base: str, root: Path, train: bool) -> list[Path] | None:
+    """The files that hold one split of `base` (mnist or cifar10) under `root`, or None if missing."""
+    if base == "mnist":
+        paths = [_find(root, f"MNIST/raw/{name}") for name in MNIST_FILES[train]]
+        return None if None in paths else paths
+    npz = _find(root, "cifar10/cifar10.npz")
+    if npz is not None:
+        return [npz]
+    batches = root / "cifar-10-batches-py"  # torchvision's download
+    if batches.exists():
+        return sorted(batches.glob("data_batch_*" if train else "test_batch")) or None
     return None
 
 
@@ -87,49 +102,66 @@ def _try_download(name: str, root: Path) -> None:
         return
 
 
-def _load_mnist(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
-    paths = [_find(root, f"MNIST/raw/{name}") for name in MNIST_FILES[train]]
-    if None in paths:
-        return None
+def _verify_known(root: Path, paths: list[Path]) -> None:
+    for path in paths:
+        relative = path.relative_to(root).as_posix()
+        if relative in SHA256:  # a .gz copy has no published digest
+            _verify(path, relative)
+
+
+def _decode_mnist(paths: list[Path], train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = (_read_idx(p) for p in paths)
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
-def _load_cifar10(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _decode_cifar10(paths: list[Path], train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     split = "train" if train else "test"
-    npz = _find(root, "cifar10/cifar10.npz")
-    if npz is not None:
+    if paths[0].suffix == ".npz":
         try:
-            with np.load(npz) as z:
+            with np.load(paths[0]) as z:
                 images, labels = z[f"x_{split}"], z[f"y_{split}"]
         except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"dataset file {npz} cannot be read ({e})") from None
-    elif (root / "cifar-10-batches-py").exists():
+            raise UserError(f"dataset file {paths[0]} cannot be read ({e})") from None
+    else:
         import torchvision
 
-        ds = torchvision.datasets.CIFAR10(root=str(root), train=train, download=False)
+        ds = torchvision.datasets.CIFAR10(root=str(paths[0].parents[1]), train=train, download=False)
         images, labels = ds.data, np.asarray(ds.targets)
-    else:
-        return None
     images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     return images, torch.from_numpy(labels.astype(np.int64))
 
 
-@cache
+# (base, root, train) -> (the files' (path, size, mtime_ns), (images, labels)): see the module docstring.
+_decoded: dict[tuple[str, Path, bool], tuple[tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+
+def _read_split(base: str, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """One split of mnist or cifar10: from the cache, or verified and decoded from its files."""
+    paths = _files(base, root, train)
+    if paths is None:
+        return None
+    signature = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    cached = _decoded.get((base, root, train))
+    if cached is None or cached[0] != signature:
+        _verify_known(root, paths)
+        decode = _decode_mnist if base == "mnist" else _decode_cifar10
+        cached = _decoded[(base, root, train)] = (signature, decode(paths, train))
+    return cached[1]
+
+
 def load(name: str, root: str, train: bool, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, C, H, W) uint8 and labels (N,) int64 of one split of mnist, cifar10 or cifar2."""
-    loader = _load_mnist if name == "mnist" else _load_cifar10
     base = "mnist" if name == "mnist" else "cifar10"
-    root_path = Path(root).expanduser()
-    result = loader(root_path, train)
+    root_path = Path(root).expanduser().resolve()
+    result = _read_split(base, root_path, train)
     if result is None and download:
         _try_download(base, root_path)
-        result = loader(root_path, train)
+        result = _read_split(base, root_path, train)
     if result is None:
         wanted = "MNIST/raw/*-ubyte" if base == "mnist" else "cifar10/cifar10.npz"
         tried = "torchvision's download failed" if download else "download is off (data.download=false)"
         raise UserError(
-            f"{name} not found: looked for {root_path.resolve()}/{wanted} and {tried}; "
+            f"{name} not found: looked for {root_path}/{wanted} and {tried}; "
             f"set data.root=<dir> or CNNSTUDY_DATA_DIR=<dir> to a folder with that layout "
             f"(e.g. ../shared/datasets)"
         )
