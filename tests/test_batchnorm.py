@@ -5,8 +5,8 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from cnnstudy.builders import build_model
 from cnnstudy.models import batchnorm
-from cnnstudy.train import build_model
 
 PAIRS = {1: (batchnorm.BatchNorm1d, nn.BatchNorm1d), 2: (batchnorm.BatchNorm2d, nn.BatchNorm2d)}
 # (our class, torch's class, input shape): 1d on (N, C) and (N, C, L), 2d on (N, C, H, W).

@@ -7,8 +7,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from cnnstudy.cli import _variants
-from cnnstudy.train import build_module, check_config
+from cnnstudy.builders import build_module, check_config
+from cnnstudy.config import _variants
 
 from conftest import CONF, run_cli
 
@@ -20,6 +20,10 @@ JOBS = {
     "dlwpt_ch8": 27,
     "cifar10_cnn": 15,
     "bn_landscape": 12,
+    "bn_lr_cifar": 42,
+    "noisy_bn": 9,
+    "norm_batch_size": 60,
+    "init_sensitivity": 30,
 }
 
 

@@ -5,10 +5,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from cnnstudy.builders import build_model, count_parameters
 from cnnstudy.errors import find_user_error
 from cnnstudy.models import ConvNet
 from cnnstudy.models.blocks import ConvBlock
-from cnnstudy.train import build_model, count_parameters
 
 from conftest import CONF
 

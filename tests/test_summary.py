@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
+from cnnstudy.builders import build_model, count_parameters
 from cnnstudy.summary import format_table, layer_table
-from cnnstudy.train import build_model, count_parameters
 
 from conftest import run_cli
 

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from cnnstudy.results import run_name
+from cnnstudy.record import run_name
 
 from conftest import run_cli
 

@@ -7,13 +7,12 @@ checkpoint elsewhere: a checkpoint that does not fit it is refused in one line.
 
 import sys
 
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from cnnstudy.builders import build, build_module
 from cnnstudy.checkpoints import CONFIG_KEY, load_checkpoint
-from cnnstudy.cli import compose_train, fail
-from cnnstudy.errors import UserError, find_user_error
-from cnnstudy.train import build_module
+from cnnstudy.config import compose_train
+from cnnstudy.errors import UserError, exit_on_user_error, fail
 
 GROUPS = ("data", "model", "optim", "scheduler", "trainer", "callbacks")
 
@@ -44,9 +43,9 @@ def load_module(ckpt_path: str, overrides: list[str]):
 
 def evaluate(ckpt_path: str, overrides: list[str]) -> dict:
     cfg, module = load_module(ckpt_path, overrides)
-    datamodule = instantiate(cfg.data)
+    datamodule = build("data", cfg.data)
     datamodule.setup("test")  # missing or bad data answers before the Trainer starts
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer = build("trainer", cfg.trainer, logger=False, enable_checkpointing=False)
     (result,) = trainer.test(module, datamodule=datamodule, verbose=False)
     return result
 
@@ -56,13 +55,8 @@ def main(argv: list[str]) -> None:
     if "ckpt_path" not in args:
         fail("usage: python -m cnnstudy.evaluate ckpt_path=<file> [key=value ...]")
     overrides = [a for a in argv if not a.startswith("ckpt_path=")]
-    try:
+    with exit_on_user_error():
         result = evaluate(args["ckpt_path"], overrides)
-    except Exception as e:
-        error = find_user_error(e)
-        if error is None:
-            raise
-        fail(str(error))
     print(f"test_acc={result['test_acc']} test_loss={result['test_loss']}")
 
 

@@ -1,4 +1,8 @@
-"""Classifier: the one LightningModule that trains any nn.Module classifier in cnnstudy."""
+"""Classifier: the one LightningModule that trains any nn.Module classifier in cnnstudy.
+
+It only trains: what a run records (metrics.json, the config and RNG state in checkpoints) is the
+RunRecorder callback's job (cnnstudy.callbacks).
+"""
 
 import re
 
@@ -8,8 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
-
-from cnnstudy.checkpoints import CONFIG_KEY
 
 
 class Diverged(Exception):
@@ -40,15 +42,9 @@ class Classifier(L.LightningModule):
         scheduler=None,
         channels_last: bool = False,
         compile: bool = False,
-        run_info: dict | None = None,
     ):
-        """`optimizer` and `scheduler` are partials (Hydra `_partial_: true`) that take params / optimizer.
-
-        `run_info` ({"config": ..., "choices": ...}) goes into every checkpoint, so a checkpoint says
-        what produced it and `cnnstudy.evaluate` can rebuild the model from it alone.
-        """
+        """`optimizer` and `scheduler` are partials (Hydra `_partial_: true`) that take params / optimizer."""
         super().__init__()
-        self.run_info = run_info or {}
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         if compile:
             self.model.compile()
@@ -93,24 +89,13 @@ class Classifier(L.LightningModule):
         optimizer = self.optimizer_factory(self.model.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        if getattr(self.scheduler_factory, "func", None) is torch.optim.lr_scheduler.OneCycleLR:
-            scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
-        else:
-            scheduler = self.scheduler_factory(optimizer)
-        interval = "step" if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) else "epoch"
+        per_batch = self.steps_per_batch(self.scheduler_factory)
+        total = {"total_steps": self.trainer.estimated_stepping_batches} if per_batch else {}
+        scheduler = self.scheduler_factory(optimizer, **total)
+        interval = "step" if per_batch else "epoch"
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Lightning does not keep the global RNG; dropout and augmentation draw from it, and an
-        # exactly resumed run needs them to continue the same random stream.
-        checkpoint[CONFIG_KEY] = self.run_info
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        states = checkpoint.get("rng_states", {})
-        if "torch" in states:
-            torch.set_rng_state(states["torch"])
-        if "cuda" in states and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda"])
+    @staticmethod
+    def steps_per_batch(scheduler_factory) -> bool:
+        """A one-cycle schedule steps every batch and needs the run's total steps; the others step per epoch."""
+        return getattr(scheduler_factory, "func", None) is torch.optim.lr_scheduler.OneCycleLR

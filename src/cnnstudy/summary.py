@@ -29,9 +29,9 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from cnnstudy.cli import compose_train, fail
-from cnnstudy.errors import find_user_error
-from cnnstudy.train import build_model
+from cnnstudy.builders import build_model
+from cnnstudy.config import compose_train
+from cnnstudy.errors import exit_on_user_error
 
 WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 GLOBAL = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear)
@@ -117,13 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: python -m cnnstudy.summary [model=<name>] [data=<name>] [key=value ...]")
         return
     cfg = compose_train(overrides, return_hydra_config=True)
-    try:
+    with exit_on_user_error():
         model = build_model(cfg)
-    except Exception as e:
-        error = find_user_error(e)
-        if error is None:
-            raise
-        fail(str(error))
     choices = cfg.hydra.runtime.choices
     shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
     print(f"model={choices.model} data={choices.data} input={'x'.join(map(str, shape))}")

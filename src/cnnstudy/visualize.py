@@ -17,9 +17,8 @@ from hydra.utils import instantiate
 from matplotlib.figure import Figure
 from torchvision.utils import save_image
 
-from cnnstudy.cli import fail
 from cnnstudy.data.sources import default_root, load
-from cnnstudy.errors import find_user_error
+from cnnstudy.errors import exit_on_user_error, fail
 from cnnstudy.probes import feature_map_grids
 
 KERNELS = {
@@ -72,7 +71,7 @@ def main(argv: list[str]) -> None:
     unknown = set(args) - {"data", "index", "ckpt_path", "out", "data.root"}
     if unknown:
         fail(f"unknown argument(s) {', '.join(sorted(unknown))}: use data=, index=, ckpt_path=, out=, data.root=")
-    try:
+    with exit_on_user_error():
         written = visualize(
             args.get("data", "mnist"),
             int(args.get("index", 0)),
@@ -80,11 +79,6 @@ def main(argv: list[str]) -> None:
             Path(args.get("out", "visualize")),
             args.get("data.root", default_root()),
         )
-    except Exception as e:
-        error = find_user_error(e)
-        if error is None:
-            raise
-        fail(str(error))
     print("\n".join(str(p) for p in written))
 
 

@@ -1,4 +1,4 @@
-"""Answer config mistakes in one line, before Hydra starts.
+"""Composing the train config, and answering its mistakes in one line before Hydra starts.
 
 Hydra reports a typo in an override over several lines (or with a traceback, for an output dir it
 cannot create). `check_overrides` composes the config the way Hydra will, for every value of every
@@ -7,13 +7,16 @@ HYDRA_FULL_ERROR=1, or any Hydra flag but -m, skips the check: Hydra's own repor
 """
 
 import os
-import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from cnnstudy.errors import fail
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 NOISE = ("Config search path", "provider=", "Set the environment", "See https", "full_key", "object_type")
@@ -34,9 +37,18 @@ def one_line(message: str) -> str:
     return f"{text} {', '.join(options)}" if options else text
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+def threads_per_job() -> int:
+    """CPU threads for one job: the machine's cores split evenly between parallel jobs, so that
+    jobs x threads <= cores (oversubscribed jobs slow each other down far more than they gain)."""
+    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
+    n_jobs = launcher.get("n_jobs") or 1
+    cores = os.cpu_count() or 1
+    return max(1, cores // (cores if n_jobs < 0 else n_jobs))
+
+
+def register_resolvers() -> None:
+    """The resolvers conf/ uses (`${threads_per_job:}`); called by whatever composes the config."""
+    OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
 
 
 def _variants(overrides, multirun: bool) -> list[list[str]]:
@@ -96,5 +108,6 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
 def compose_train(overrides: list[str], return_hydra_config: bool = False):
     """The train config with `overrides`, as `python -m cnnstudy.train` composes it (mistakes in one line)."""
     check_overrides("train", overrides)
+    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)

@@ -1,0 +1,77 @@
+"""Builders: the model, the LightningModule and the Trainer's pieces from a composed config.
+
+Importing this module changes nothing global; every entry point (train, evaluate, summary, bench)
+builds through it, so a config means the same thing to all of them.
+"""
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from cnnstudy.errors import UserError, find_user_error
+from cnnstudy.module import Classifier
+
+
+def build(key: str, node: DictConfig, **kwargs):
+    """`instantiate(node)`, a constructor's complaint about a value answered as `<key>: <message>`."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        if find_user_error(cause) is not None:
+            raise find_user_error(cause) from None
+        if isinstance(cause, ValueError | TypeError | MisconfigurationException):
+            raise UserError(f"{key}: {cause}") from e
+        raise
+
+
+def build_model(cfg: DictConfig) -> nn.Module:
+    """The model of `cfg.model`, sized from the data config (channels, image size, classes)."""
+    data = cfg.data
+    size = {"in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes}
+    return build("model", cfg.model, **size)
+
+
+def build_module(cfg: DictConfig) -> Classifier:
+    """The Classifier around `build_model(cfg)`; optimizer and scheduler settings are tried once here,
+    so a bad value stops the run before anything trains."""
+    model = build_model(cfg)
+    optimizer = build("optim", cfg.optim)
+    scheduler = build("scheduler", cfg.scheduler) if cfg.get("scheduler") else None
+    try:
+        trial = optimizer(model.parameters())
+    except (ValueError, TypeError) as e:
+        raise UserError(f"optim: {e}") from e
+    if scheduler is not None:
+        try:
+            scheduler(trial, **({"total_steps": 1} if Classifier.steps_per_batch(scheduler) else {}))
+        except (ValueError, TypeError) as e:
+            raise UserError(f"scheduler: {e}") from e
+    return Classifier(model, optimizer=optimizer, scheduler=scheduler, num_classes=cfg.data.num_classes, **cfg.module)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Values Hydra cannot type-check, answered before anything is built."""
+    lr = cfg.optim.get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+        raise UserError(f"optim.lr={lr!r} must be a positive number, e.g. optim.lr=1e-3")
+    epochs = cfg.trainer.get("max_epochs")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise UserError(f"trainer.max_epochs={epochs!r} must be a whole number >= 1")
+    if cfg.get("scheduler") and "_target_" not in cfg.scheduler:  # settings without a scheduler to set
+        raise UserError(
+            f"scheduler={OmegaConf.to_container(cfg.scheduler)} names no scheduler (_target_): "
+            f"choose one, e.g. scheduler=step"
+        )
+
+
+def set_threads(cfg: DictConfig) -> None:
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)

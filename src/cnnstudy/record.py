@@ -1,0 +1,131 @@
+"""The run record, metrics.json: the results contract that the report and every other tool read.
+
+This module is its only writer. Keys: status, test_acc, test_loss, best_val_acc, params, processes
+(training processes: > 1 under DDP), seconds, overrides, choices, config (resolved), epochs (per epoch:
+train/val loss and accuracy), and error / diverged_epoch where they apply. Accuracies are fractions.
+
+Status transitions: a run is `running` from its first epoch on and ends `completed`, `diverged` (its
+training loss became NaN/inf) or `failed` (it raised). A resumed run goes back to `running`.
+
+Which config keys identify a run is written here once: RUNTIME_KEYS say where and how fast a run goes
+or what it measures on the side (a resumed run may change them); SEED_KEYS pick one draw of a setup.
+"""
+
+import copy
+import json
+import os
+import tempfile
+from pathlib import Path
+
+METRICS_FILE = "metrics.json"
+STATUSES = ("running", "completed", "diverged", "failed")
+# Not what a run computes: a resumed run may change them (the probes are tested to leave the trajectory unchanged).
+RUNTIME_KEYS = ("threads", "data.root", "data.num_workers", "data.download", "probes")
+# One draw of a setup: the jobs of a group differ only in these (the shuffle order follows the seed).
+SEED_KEYS = ("seed", "data.shuffle_seed")
+
+
+def without(config: dict, keys: tuple[str, ...]) -> dict:
+    """A copy of the nested `config` without the dotted `keys`."""
+    config = copy.deepcopy(config)
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return config
+
+
+def run_identity(config: dict) -> dict:
+    """What a run computes: two configs with the same identity are the same run (resume, skip)."""
+    return without(config, RUNTIME_KEYS)
+
+
+def setup_identity(config: dict) -> dict:
+    """What a group of seeds shares: the run identity without the seed."""
+    return without(config, RUNTIME_KEYS + SEED_KEYS)
+
+
+def run_name(overrides: list[str]) -> str:
+    """A run's name from its overrides (e.g. 'model=nobn,optim.lr=0.01'), usable as a folder name."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "data.root"))]
+    return ",".join(sorted(kept)).replace("/", "_") or "defaults"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write to a temp file in the same folder, then rename: a kill never leaves a truncated file.
+    The file gets the mode any new file gets under the process umask (mkstemp's would be 0600)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_record(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+class RunRecord:
+    """One run's metrics.json: the header (what ran), the epochs so far and the seconds trained."""
+
+    def __init__(self, run_dir: Path, header: dict, writes: bool = True):
+        self.path = Path(run_dir) / METRICS_FILE
+        self.header = header
+        self.epochs: list[dict] = []
+        self.seconds = 0.0
+        self.writes = writes  # False on every process but global rank 0 under DDP
+
+    @property
+    def best_val_acc(self) -> float | None:
+        return max((e["val_acc"] for e in self.epochs if e.get("val_acc") is not None), default=None)
+
+    def as_dict(self, status: str, **fields) -> dict:
+        assert status in STATUSES, status
+        record = {**self.header, "best_val_acc": self.best_val_acc, "seconds": round(self.seconds, 3)}
+        return {**record, "epochs": self.epochs, "status": status, **fields}
+
+    def write(self, status: str, **fields) -> dict:
+        record = self.as_dict(status, **fields)
+        if self.writes:
+            write_json_atomic(self.path, record)
+        return record
+
+    def add_epoch(self, entry: dict, seconds: float) -> None:
+        self.epochs.append(entry)
+        self.seconds += seconds
+        self.write("running")
+
+    def state_dict(self) -> dict:
+        return {"epochs": self.epochs, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs, self.seconds = list(state["epochs"]), state["seconds"]
+
+
+def record_failure(run_dir: Path, header: dict, error: str) -> None:
+    """Mark a job failed, keeping the epochs it recorded; another run's file in that dir is left alone."""
+    existing = read_record(run_dir)
+    if existing is not None and existing.get("overrides") != header.get("overrides"):
+        return
+    record = RunRecord(run_dir, {**header, **(existing or {})})
+    if existing:
+        record.load_state_dict({"epochs": existing.get("epochs") or [], "seconds": existing.get("seconds") or 0.0})
+    for key in ("status", "epochs", "best_val_acc", "seconds", "error"):
+        record.header.pop(key, None)
+    record.write("failed", error=error)
