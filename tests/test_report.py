@@ -12,6 +12,7 @@ import yaml
 from matplotlib.image import imread
 
 from cnnstudy.report import latest_sweep, main, report
+from cnnstudy.report.stats import welch
 
 from conftest import ROOT, run_cli
 
@@ -440,3 +441,45 @@ def test_two_optimizers_at_three_lrs_are_two_lr_series(tmp_path, data_root):
     assert series == [("optim=adam", [1e-3, 1e-2, 1e-1], [1, 1, 1]), ("optim=sgd", [1e-3, 1e-2, 1e-1], [1, 1, 1])]
     assert result.comparisons == [] and result.series_comparisons == []  # no BN on either side
     assert "test_acc_vs_lr.png" in result.plots
+
+
+def welch_p(a: list[float], b: list[float]) -> float:
+    """Welch's two-sided p worked out from its formula: t and the Welch-Satterthwaite degrees of freedom."""
+    from scipy.stats import t as student_t
+
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    t = (statistics.fmean(a) - statistics.fmean(b)) / (va + vb) ** 0.5
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return 2 * student_t.sf(abs(t), df)
+
+
+def test_bn_comparisons_get_welch_tests_and_the_verdict_rule(tmp_path):
+    # bn vs nobn at 1e-3: 98 ± 1 vs 96 ± 1.73, p ~ 0.2 -> not resolved; at 1e-2 nobn is far below -> better
+    test_accs = {("bn", "1e-3"): [0.97, 0.98, 0.99], ("nobn", "1e-3"): [0.95, 0.95, 0.98]}
+    test_accs |= {("bn", "1e-2"): [0.90, 0.91, 0.92], ("nobn", "1e-2"): [0.50, 0.60, 0.55]}
+    number = 0
+    for (model, lr), accs in test_accs.items():
+        for seed, acc in enumerate(accs):
+            write_job(tmp_path, number, [f"model={model}", f"optim.lr={lr}", f"seed={seed}"], **completed(acc, seed))
+            number += 1
+    result = report(tmp_path)
+    tests = {c.with_bn.label: c.welch for c in result.comparisons}
+    assert set(tests) == {"model=bn optim.lr=1e-3", "model=bn optim.lr=1e-2"}
+    for lr in ("1e-3", "1e-2"):
+        expected = welch_p(test_accs["bn", lr], test_accs["nobn", lr])
+        assert tests[f"model=bn optim.lr={lr}"].p == pytest.approx(expected, rel=1e-9)
+    assert 0.05 < tests["model=bn optim.lr=1e-3"].p and tests["model=bn optim.lr=1e-2"].p < 0.05
+    markdown = (tmp_path / "report.md").read_text()
+    p_low, p_high = tests["model=bn optim.lr=1e-2"].p, tests["model=bn optim.lr=1e-3"].p
+    assert f"| 3 vs 3 | {p_high:.2g} | not resolved at n = 3 vs 3 |" in markdown
+    assert f"| 3 vs 3 | {p_low:.2g} | better |" in markdown
+    # the lr series' BN comparison repeats the tests per lr
+    per_lr = f"per lr (Welch): 0.001: not resolved at n = 3 vs 3 (p {p_high:.2g}); 0.01: better (p {p_low:.2g})"
+    assert per_lr in markdown
+
+
+def test_welch_is_not_resolved_below_two_seeds_a_side(synthetic_sweep):
+    result = report(synthetic_sweep)
+    for c in result.comparisons:  # 3 completed seeds a side: tests run, none resolved at these spreads
+        assert c.welch.n == (3, 3) and c.welch.p is not None and c.welch.verdict == "not resolved at n = 3 vs 3"
+    assert welch([0.9], [0.1, 0.2]).verdict == "not resolved at n = 1 vs 2" and welch([0.9], [0.1, 0.2]).p is None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from cnnstudy.report.groups import Group, differing_keys, label, override_key
 from cnnstudy.report.records import Job
-from cnnstudy.report.stats import Summary, summarise
+from cnnstudy.report.stats import Summary, Welch, summarise, welch
 
 # The keys that only configure normalisation: which kind, where it sits, whether the FC head has it too.
 NORM_KEYS = ("model.norm", "model.head_norm", "model.norm_placement")
@@ -99,6 +99,18 @@ class Comparison:
         return set(self.keys) <= set(NORM_KEYS)
 
 
+def test_accs(group: Group) -> list[float]:
+    return group.stats["test_acc"].values if group.stats["test_acc"] else []
+
+
+@dataclass
+class GroupComparison(Comparison):
+    @property
+    def welch(self) -> Welch:
+        """Test accuracy with BN against without, over the completed seeds."""
+        return welch(test_accs(self.with_bn), test_accs(self.without_bn))
+
+
 @dataclass
 class SeriesComparison(Comparison):
     @property
@@ -107,8 +119,13 @@ class SeriesComparison(Comparison):
         bn, nobn = self.with_bn.largest_lr, self.without_bn.largest_lr
         return bn / nobn if bn and nobn else None
 
+    def per_lr(self) -> list[tuple[float, Welch]]:
+        """Test accuracy with BN against without at each lr both series ran."""
+        nobn = {p.lr: p.group for p in self.without_bn.points}
+        return [(p.lr, welch(test_accs(p.group), test_accs(nobn[p.lr]))) for p in self.with_bn.points if p.lr in nobn]
 
-def comparisons(items: list, kind: type = Comparison) -> list:
+
+def comparisons(items: list, kind: type = GroupComparison) -> list:
     """BN vs no-BN pairs of `items` (groups or lr series) of one model family, each the other's nearest."""
     norm = [(item, (item.setup or {}).get("model.norm")) for item in items]
     with_bn = [item for item, value in norm if value not in (None, "none")]

@@ -4,10 +4,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnstudy.report.compare import Comparison, LrSeries, SeriesComparison
+from cnnstudy.report.compare import Comparison, GroupComparison, LrSeries, SeriesComparison
 from cnnstudy.report.groups import COLUMNS, Group, shown, sort_key
 from cnnstudy.report.records import Job
-from cnnstudy.report.stats import LANDSCAPE_COLUMNS, LandscapeRow, Summary
+from cnnstudy.report.stats import LANDSCAPE_COLUMNS, LandscapeRow, Summary, Welch
 
 REPORT_FILE = "report.md"
 
@@ -23,7 +23,7 @@ class Report:
     common: set[str]  # the overrides every group shares
     not_finished: list[Job]
     lr_series: list[LrSeries]
-    comparisons: list[Comparison]  # of groups
+    comparisons: list[GroupComparison]
     series_comparisons: list[SeriesComparison]
     landscape: list[LandscapeRow]
     plots: list[str]
@@ -60,6 +60,10 @@ def differences(c: Comparison) -> str:
     return "; ".join(f"{key}: {shown(a.get(key, '–'))} vs {shown(b.get(key, '–'))}" for key in c.keys)
 
 
+def p_value(test: Welch) -> str:
+    return "–" if test.p is None else f"{test.p:.2g}"
+
+
 def header_section(r: Report) -> list[str]:
     counts = ", ".join(f"{n} {status}" for status, n in r.counts.items())
     lines = [f"# Sweep report: {r.dir}", ""]
@@ -88,13 +92,16 @@ def comparisons_section(r: Report) -> list[str]:
     lines += [
         "Groups with BN and without, of one model family, each the other's nearest in config. A BN comparison",
         "differs only in normalisation keys (model.norm, model.head_norm, model.norm_placement); otherwise",
-        "every key that differs is named (value with BN vs without). Test accuracy: mean ± std over seeds.",
+        "every key that differs is named (value with BN vs without). Test accuracy: mean ± std over seeds,",
+        "Welch's two-sided t-test; the verdict (with BN) is better/worse only at p < 0.05 (docs/studies.md).",
         "",
     ]
     header = ["with BN vs without", "BN comparison", "config keys that differ", "test acc % with", "test acc % without"]
+    header += ["n", "Welch p", "verdict"]
     rows = (
         [pair(c), "yes" if c.bn else "no", differences(c)]
         + [fmt(g.stats["test_acc"], True) for g in (c.with_bn, c.without_bn)]
+        + [f"{c.welch.n[0]} vs {c.welch.n[1]}", p_value(c.welch), c.welch.verdict]
         for c in r.comparisons
     )
     return lines + md_table(header, rows)
@@ -122,6 +129,8 @@ def lr_section(r: Report, threshold: float) -> list[str]:
         if c.bn:
             ratio = "–" if c.ratio is None else f"{c.ratio:.3g}×"
             lines += ["", f"BN / no BN: {pair(c)}: ratio {ratio} (differ in {differences(c)})"]
+            tests = (f"{lr:g}: {test.verdict} (p {p_value(test)})" for lr, test in c.per_lr())
+            lines += ["", f"Test accuracy with BN vs without, per lr (Welch): {'; '.join(tests)}"]
         else:
             lines += ["", f"Not a BN comparison: {pair(c)} differ in {differences(c)}"]
     return lines
