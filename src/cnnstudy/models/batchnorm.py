@@ -1,15 +1,17 @@
-"""BatchNorm from scratch: drop-ins for nn.BatchNorm1d / nn.BatchNorm2d with a hand-written backward.
+"""BatchNorm from scratch, and the "noisy" BatchNorm of Santurkar et al. 2018.
 
-`model.norm=bn_scratch` selects these (see `blocks.make_norm`). Parameters, buffers and state-dict keys
-are torch's, so checkpoints load either way; the maths is the same, only slower (plain tensor ops instead
-of one fused kernel).
+`model.norm=bn_scratch` selects BatchNorm1d / BatchNorm2d below (see `blocks.Norm`): drop-ins for
+nn.BatchNorm1d / nn.BatchNorm2d with a hand-written backward. Parameters, buffers and state-dict keys are
+torch's, so checkpoints load either way; the maths is the same, only slower (plain tensor ops instead of one
+fused kernel).
 
 Per channel, over its m values (N for 1d, N*L or N*H*W otherwise):
 
     mu = sum(x) / m,   var = sum((x - mu)^2) / m,   s = 1 / sqrt(var + eps),   xhat = (x - mu) * s,
     y = gamma * xhat + beta
 
-The gradient is derived in `_BatchNormFunction`.
+The gradient is derived in `_BatchNormFunction`. `model.norm=noisy_bn` selects NoisyBatchNorm1d / 2d (torch's
+BatchNorm followed by random, time-varying noise in training), at the end of this file.
 """
 
 import torch
@@ -176,3 +178,48 @@ class BatchNorm2d(_BatchNorm):
     """Over (N, C, H, W) input: statistics per channel C, over N, H and W."""
 
     input_dims = (4,)
+
+
+class _NoisyBatchNorm:
+    """BatchNorm, then, in training only, a random scale and shift per channel drawn anew at every step.
+
+    Santurkar et al. 2018 ("How does batch normalization help optimization?", section 2.1) perturb BN's
+    output with noise of non-zero mean and non-unit variance whose distribution changes at every training
+    step, so that the next layer's input distribution keeps moving: more internal covariate shift than with
+    no BN at all. Here, at every training forward pass, each channel c draws
+
+        shift_c ~ N(0, noise_mean_std^2),   scale_c = exp(z_c),  z_c ~ N(0, noise_scale_std^2)
+
+    and y = scale_c * BN(x) + shift_c. Channel c's output then has mean scale_c * beta_c + shift_c and std
+    scale_c * gamma_c instead of BN's beta_c and gamma_c: a new, non-zero mean and non-unit variance every
+    step. The scale is log-normal so it stays positive (a sign flip would be a different function, not a
+    shift of the distribution). The paper draws its noise i.i.d. per activation; here one draw serves a
+    whole channel in a step (every sample and position), so the perturbation is a pure shift of the
+    distribution the next layer sees, not extra per-sample noise. Noise comes from torch's global RNG
+    (seeded per run, saved in checkpoints). Eval adds none: the output is plain BN's.
+    """
+
+    def __init__(self, num_features: int, noise_mean_std: float = 0.5, noise_scale_std: float = 0.5, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.noise_mean_std, self.noise_scale_std = noise_mean_std, noise_scale_std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        if not self.training:
+            return y
+        like = {"device": y.device, "dtype": y.dtype}
+        shift = torch.randn(self.num_features, **like) * self.noise_mean_std
+        scale = torch.exp(torch.randn(self.num_features, **like) * self.noise_scale_std)
+        shape = (1, -1) + (1,) * (y.dim() - 2)
+        return y * scale.view(shape) + shift.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, noise_mean_std={self.noise_mean_std}, noise_scale_std={self.noise_scale_std}"
+
+
+class NoisyBatchNorm1d(_NoisyBatchNorm, nn.BatchNorm1d):
+    """nn.BatchNorm1d with Santurkar et al.'s training-time noise (`_NoisyBatchNorm`)."""
+
+
+class NoisyBatchNorm2d(_NoisyBatchNorm, nn.BatchNorm2d):
+    """nn.BatchNorm2d with Santurkar et al.'s training-time noise (`_NoisyBatchNorm`)."""

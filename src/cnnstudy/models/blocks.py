@@ -1,12 +1,15 @@
 """The shared building blocks every model family is made of."""
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from cnnstudy.errors import UserError
+from cnnstudy.models import batchnorm
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "elu": nn.ELU}
-NORMS = ("none", "bn", "bn_scratch")
+NORMS = ("none", "bn", "bn_scratch", "gn", "ln", "noisy_bn")
 PLACEMENTS = ("before_act", "after_act")
 
 
@@ -16,17 +19,57 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def make_norm(kind: str, features: int, dims: int) -> nn.Module | None:
-    """A BatchNorm over `features` channels (dims=2: conv maps, dims=1: FC features), or None."""
-    if kind == "none":
-        return None
-    if kind == "bn":
-        return nn.BatchNorm2d(features) if dims == 2 else nn.BatchNorm1d(features)
-    if kind == "bn_scratch":
-        from cnnstudy.models import batchnorm
+@dataclass(frozen=True)
+class Norm:
+    """The normalisation layers of a model (`model.norm`) and their settings.
 
-        return batchnorm.BatchNorm2d(features) if dims == 2 else batchnorm.BatchNorm1d(features)
-    raise UserError(f"model.norm={kind!r} is unknown: use one of {', '.join(NORMS)}")
+    On conv maps (dims=2) and, in the head, on FC features (dims=1):
+        bn, bn_scratch  BatchNorm2d / BatchNorm1d (torch's, or the from-scratch one of batchnorm.py)
+        noisy_bn        BatchNorm, then in training a random per-channel scale and shift drawn anew every
+                        step (Santurkar et al. 2018, batchnorm.NoisyBatchNorm2d / 1d)
+        gn              GroupNorm: `groups` groups of channels, statistics per sample and group; head: LayerNorm
+        ln              LayerNorm over (C, H, W) per sample, as GroupNorm(1, C): one gamma/beta per channel,
+                        like BN, not per element; head: LayerNorm over the feature vector
+    GN has no 1-d form of its own (Wu & He normalise conv layers), so the head's FC features get the
+    LayerNorm that ln gives them. Every kind has 2 parameters per channel, so parameter counts match BN's.
+    """
+
+    kind: str = "none"
+    groups: int = 8
+    noise_mean_std: float = 0.5
+    noise_scale_std: float = 0.5
+
+    def __post_init__(self):
+        if self.kind not in NORMS:
+            raise UserError(f"model.norm={self.kind!r} is unknown: use one of {', '.join(NORMS)}")
+        if self.kind == "gn" and (not isinstance(self.groups, int) or self.groups < 1):
+            raise UserError(f"model.norm_groups={self.groups!r} must be a whole number >= 1")
+        if self.kind == "noisy_bn" and min(self.noise_mean_std, self.noise_scale_std) < 0:
+            raise UserError("model.noise_mean_std and model.noise_scale_std must be >= 0")
+
+    def layer(self, features: int, dims: int, where: str) -> nn.Module | None:
+        """The norm over `features` channels (dims=2: conv maps, dims=1: FC features) of layer `where`, or None."""
+        if self.kind == "none":
+            return None
+        if self.kind == "bn":
+            return nn.BatchNorm2d(features) if dims == 2 else nn.BatchNorm1d(features)
+        if self.kind == "bn_scratch":
+            return batchnorm.BatchNorm2d(features) if dims == 2 else batchnorm.BatchNorm1d(features)
+        if self.kind == "noisy_bn":
+            noisy = batchnorm.NoisyBatchNorm2d if dims == 2 else batchnorm.NoisyBatchNorm1d
+            return noisy(features, noise_mean_std=self.noise_mean_std, noise_scale_std=self.noise_scale_std)
+        if dims == 1:
+            return nn.LayerNorm(features)
+        if self.kind == "ln":
+            return nn.GroupNorm(1, features)
+        if features % self.groups:
+            raise UserError(
+                f"model.norm=gn: model.norm_groups={self.groups} does not divide the {features} channels of {where}"
+            )
+        return nn.GroupNorm(self.groups, features)
+
+
+NO_NORM = Norm()
 
 
 def ordered(layer: nn.Module, norm: nn.Module | None, activation: nn.Module, placement: str) -> list[nn.Module]:
@@ -47,14 +90,15 @@ class ConvBlock(nn.Sequential):
         out_channels: int,
         kernel_size: int = 3,
         padding: int = 1,
-        norm: str = "none",
+        norm: Norm = NO_NORM,
         placement: str = "before_act",
         activation: str = "relu",
         residual: bool = False,
         bias: bool = True,
     ):
         conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=bias)
-        super().__init__(*ordered(conv, make_norm(norm, out_channels, 2), make_activation(activation), placement))
+        norm_layer = norm.layer(out_channels, 2, where=f"conv {in_channels}->{out_channels}")
+        super().__init__(*ordered(conv, norm_layer, make_activation(activation), placement))
         if residual and (in_channels != out_channels or 2 * padding != kernel_size - 1):
             raise UserError(f"a residual conv block needs equal in/out shapes ({in_channels}->{out_channels})")
         self.residual = residual
@@ -65,7 +109,7 @@ class ConvBlock(nn.Sequential):
 
 
 class ClassifierHead(nn.Sequential):
-    """Flatten -> (Linear -> [BN1d] -> act) per hidden size -> [Dropout] -> Linear(num_classes)."""
+    """Flatten -> (Linear -> [norm] -> act) per hidden size -> [Dropout] -> Linear(num_classes)."""
 
     def __init__(
         self,
@@ -73,14 +117,15 @@ class ClassifierHead(nn.Sequential):
         hidden: list[int],
         num_classes: int,
         activation: str = "relu",
-        norm: str = "none",
+        norm: Norm = NO_NORM,
         placement: str = "before_act",
         dropout: float = 0.0,
     ):
         layers: list[nn.Module] = [nn.Flatten()]
         for width in hidden:
             linear = nn.Linear(in_features, width)
-            layers += ordered(linear, make_norm(norm, width, 1), make_activation(activation), placement)
+            norm_layer = norm.layer(width, 1, where=f"linear {in_features}->{width}")
+            layers += ordered(linear, norm_layer, make_activation(activation), placement)
             in_features = width
         if dropout > 0:
             layers.append(nn.Dropout(dropout))

@@ -6,7 +6,12 @@ The layer list is a short spec, VGG style:
     16p0    3x3 conv, padding 0 (output shrinks by 2)
     16r     3x3 conv with a skip connection around it: act(conv(x)) + x
     M       2x2 max pool (followed by Dropout2d when conv_dropout > 0)
-Every preset in conf/model/ (bn, nobn, deep_cnn, net*, cifar_cnn, session5) is one such spec.
+Every preset in conf/model/ (bn, nobn, deep_cnn, net*, cifar_cnn, session5) is one such spec; their shared
+defaults are conf/base/convnet.yaml, which states this constructor's defaults.
+
+`norm` picks the normalisation of every conv block (and, with `head_norm`, of the hidden FC layers):
+none, bn, bn_scratch, gn (`norm_groups` groups), ln or noisy_bn (`noise_mean_std`, `noise_scale_std`); see
+`blocks.Norm`. `init_scale` multiplies every conv and linear weight after torch's default init (1.0: as is).
 """
 
 import re
@@ -15,7 +20,7 @@ import torch
 from torch import nn
 
 from cnnstudy.errors import UserError
-from cnnstudy.models.blocks import ClassifierHead, ConvBlock
+from cnnstudy.models.blocks import NO_NORM, ClassifierHead, ConvBlock, Norm
 
 LAYER = re.compile(r"^(?P<out>\d+)(?:k(?P<k>\d+))?(?:p(?P<p>\d+))?(?P<res>r)?$")
 HEADS = ("flatten_fc", "gap")
@@ -53,10 +58,17 @@ class ConvNet(nn.Module):
         conv_dropout: float = 0.0,
         dropout: float = 0.0,
         head: str = "flatten_fc",
+        norm_groups: int = 8,
+        noise_mean_std: float = 0.5,
+        noise_scale_std: float = 0.5,
+        init_scale: float = 1.0,
     ):
         super().__init__()
         if head not in HEADS:
             raise UserError(f"model.head={head!r} is unknown: use flatten_fc or gap")
+        if not init_scale > 0:
+            raise UserError(f"model.init_scale={init_scale!r} must be > 0 (1.0 keeps torch's default init)")
+        norms = Norm(norm, groups=norm_groups, noise_mean_std=noise_mean_std, noise_scale_std=noise_scale_std)
         layers: list[nn.Module] = []
         channels, size = in_channels, image_size
         for item in features:
@@ -67,7 +79,7 @@ class ConvNet(nn.Module):
                     layers.append(nn.Dropout2d(conv_dropout))
                 size //= 2
             else:
-                layers.append(ConvBlock(channels, **conv, norm=norm, placement=norm_placement, activation=activation))
+                layers.append(ConvBlock(channels, **conv, norm=norms, placement=norm_placement, activation=activation))
                 channels, size = conv["out_channels"], size + 2 * conv["padding"] - conv["kernel_size"] + 1
             if size < 1:
                 raise UserError(f"model.features {list(features)} shrink a {image_size}px image to nothing")
@@ -80,10 +92,15 @@ class ConvNet(nn.Module):
             list(hidden),
             num_classes,
             activation=activation,
-            norm=norm if head_norm else "none",
+            norm=norms if head_norm else NO_NORM,
             placement=norm_placement,
             dropout=dropout,
         )
+        if init_scale != 1.0:
+            with torch.no_grad():
+                for module in self.modules():
+                    if isinstance(module, nn.Conv2d | nn.Linear):
+                        module.weight.mul_(init_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -9,11 +9,11 @@ kept so a study can show what the bug changed.
 import torch
 from torch import nn
 
-from cnnstudy.models.blocks import ClassifierHead, ConvBlock
+from cnnstudy.models.blocks import ClassifierHead, ConvBlock, Norm
 
 
 def residual_block(channels: int, norm: str, activation: str) -> ConvBlock:
-    block = ConvBlock(channels, channels, norm=norm, activation=activation, residual=True, bias=False)
+    block = ConvBlock(channels, channels, norm=Norm(norm), activation=activation, residual=True, bias=False)
     conv, norm_layer = block[0], block[1]
     nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
     if norm != "none":
