@@ -7,11 +7,13 @@ import shutil
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from matplotlib.image import imread
 
 from cnnstudy.report import latest_sweep, main, report
+from cnnstudy.report.edge import edge_ratio, edge_text, estimate_edge, ratio_text
 from cnnstudy.report.stats import welch
 
 from conftest import ROOT, run_cli
@@ -483,3 +485,44 @@ def test_welch_is_not_resolved_below_two_seeds_a_side(synthetic_sweep):
     for c in result.comparisons:  # 3 completed seeds a side: tests run, none resolved at these spreads
         assert c.welch.n == (3, 3) and c.welch.p is not None and c.welch.verdict == "not resolved at n = 3 vs 3"
     assert welch([0.9], [0.1, 0.2]).verdict == "not resolved at n = 1 vs 2" and welch([0.9], [0.1, 0.2]).p is None
+
+
+GRID = [10**x for x in np.arange(-4, 0.01, 0.5)]  # 1e-4 .. 1 in half-decades, as lr_range
+
+
+def outcomes(log_edge: float, seeds: int, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """Seeds that train per GRID lr when P(train) falls from 1 to 0 around 10**log_edge (logistic, 0.15 decades)."""
+    p_train = [1 / (1 + np.exp((np.log10(lr) - log_edge) / 0.15)) for lr in GRID]
+    return [int(rng.binomial(seeds, p)) for p in p_train], [seeds] * len(GRID)
+
+
+def test_the_edge_estimate_is_close_to_a_known_edge_and_its_interval_covers_it():
+    rng = np.random.default_rng(1)
+    bn = estimate_edge(GRID, *outcomes(-0.8, 30, rng), np.random.default_rng(0))
+    nobn = estimate_edge(GRID, *outcomes(-1.8, 30, rng), np.random.default_rng(1))
+    for edge, truth in ((bn, -0.8), (nobn, -1.8)):
+        assert abs(edge.log_lr - truth) < 0.15 and edge.interval[0] <= truth <= edge.interval[1]
+        assert edge.interval[1] - edge.interval[0] < 0.5  # 30 seeds pin it within a grid step
+    ratio = edge_ratio(bn, nobn)  # known: 10x
+    assert abs(ratio.log_ratio - 1) < 0.2 and ratio.interval[0] <= 1 <= ratio.interval[1] and ratio.undefined == 0
+    assert re.fullmatch(r"\d+(\.\d+)?× \[\d+(\.\d+)?, \d+(\.\d+)?\]", ratio_text(bn, nobn))
+    # repeatable: the same generator seed gives the same interval
+    again = estimate_edge(GRID, *outcomes(-0.8, 30, np.random.default_rng(1)), np.random.default_rng(0))
+    assert again.interval == bn.interval
+
+
+def test_interpolation_between_the_last_lr_at_half_or_more_and_the_next():
+    # fractions 1, 1, 2/3, 0 at 1e-3 .. 1 (decades): from 2/3 at 0.1 to 0 at 1 crosses 1/2 at log10 = -1 + 1/4
+    edge = estimate_edge([1e-3, 1e-2, 1e-1, 1.0], [3, 3, 2, 0], [3, 3, 3, 3], np.random.default_rng(0))
+    assert edge.log_lr == pytest.approx(-0.75) and edge_text(edge)[0] == f"{10**-0.75:.3g}"
+
+
+def test_a_series_that_trains_everywhere_is_stated_above_the_grid():
+    edge = estimate_edge(GRID, [3] * len(GRID), [3] * len(GRID), np.random.default_rng(0))
+    assert edge.log_lr == np.inf and edge_text(edge) == ("above the grid: > 1", "[> 1, > 1]")
+    never = estimate_edge(GRID, [0] * len(GRID), [3] * len(GRID), np.random.default_rng(0))
+    assert edge_text(never)[0] == "below the grid: < 0.0001"
+    # BN above its grid, no BN at a known edge: the ratio is a lower bound at BN's grid end
+    nobn = estimate_edge([1e-2, 1e-1, 1.0], [3, 0, 0], [3, 3, 3], np.random.default_rng(0))  # 10**-1.5
+    assert ratio_text(edge, nobn).startswith(f"> {1 / 10**-1.5:.3g}× [")
+    assert ratio_text(edge, edge) == "undefined (both edges beyond their grids)"

@@ -8,9 +8,13 @@ the report names every key that differs and does not call it one.
 """
 
 import json
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
+
+from cnnstudy.report.edge import RNG_SEED, Edge, estimate_edge
 from cnnstudy.report.groups import Group, differing_keys, label, override_key
 from cnnstudy.report.records import Job
 from cnnstudy.report.stats import Summary, Welch, summarise, welch
@@ -39,6 +43,7 @@ class LrSeries:
     label: str
     setup: dict | None  # the groups' setup less optim.lr; None without a config
     points: list[LrPoint]  # in lr order
+    edge: Edge | None = None  # where the fraction of seeds that train crosses 50 %
 
     @property
     def largest_lr(self) -> float | None:
@@ -83,7 +88,11 @@ def lr_series(groups: list[Group], common: set[str], threshold: float) -> list[L
     for members in (sorted(m, key=lambda g: g.lr) for m in by_setup.values() if len(m) > 1):
         setup = without_lr(members[0])
         points = [lr_point(g, threshold) for g in members]
-        series.append(LrSeries(series_label(members, common), setup if isinstance(setup, dict) else None, points))
+        name = series_label(members, common)
+        # a generator per series, seeded by its label: its interval does not depend on the other series
+        rng = np.random.default_rng([RNG_SEED, zlib.crc32(name.encode())])
+        edge = estimate_edge(*zip(*((p.lr, p.trained, p.decided) for p in points), strict=True), rng)
+        series.append(LrSeries(name, setup if isinstance(setup, dict) else None, points, edge))
     return series
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnstudy.report.compare import Comparison, GroupComparison, LrSeries, SeriesComparison
+from cnnstudy.report.edge import edge_text, ratio_text
 from cnnstudy.report.groups import COLUMNS, Group, shown, sort_key
 from cnnstudy.report.records import Job
 from cnnstudy.report.stats import LANDSCAPE_COLUMNS, LandscapeRow, Summary, Welch
@@ -115,6 +116,10 @@ def not_finished_section(r: Report) -> list[str]:
     return lines + md_table(["job", "status", "overrides", "error / diverged epoch / progress"], rows)
 
 
+def largest_text(s: LrSeries) -> str:
+    return "–" if s.largest_lr is None else f"{s.largest_lr:g}"
+
+
 def lr_section(r: Report, threshold: float) -> list[str]:
     if not r.lr_series:
         return []
@@ -123,12 +128,22 @@ def lr_section(r: Report, threshold: float) -> list[str]:
     rows = []
     for s in r.lr_series:
         per_lr = ", ".join(f"{p.lr:g}: {p.trained}/{p.decided}" for p in s.points)
-        rows.append([s.label, "–" if s.largest_lr is None else f"{s.largest_lr:g}", per_lr])
+        rows.append([s.label, largest_text(s), per_lr])
     lines += md_table(["group", "largest lr (all seeds train)", "seeds that train, per lr"], rows)
+    lines += ["", "Estimated: the lr where the fraction of seeds that train crosses 50 % (log-lr interpolation),"]
+    lines += ["with a 95 % bootstrap interval over seeds (docs/studies.md); the all-seeds rule beside it.", ""]
+    rows = (
+        [f"`{s.label}`", *edge_text(s.edge), "–" if s.largest_lr is None else f"{s.largest_lr:g}"] for s in r.lr_series
+    )
+    lines += md_table(["series", "50 % edge", "95 % interval", "largest lr (all seeds train)"], rows)
     for c in r.series_comparisons:
         if c.bn:
             ratio = "–" if c.ratio is None else f"{c.ratio:.3g}×"
-            lines += ["", f"BN / no BN: {pair(c)}: ratio {ratio} (differ in {differences(c)})"]
+            edges = (
+                "–" if None in (c.with_bn.edge, c.without_bn.edge) else ratio_text(c.with_bn.edge, c.without_bn.edge)
+            )
+            lines += ["", f"BN / no BN: {pair(c)}: ratio {ratio} (all seeds train); 50 % edge ratio {edges}"]
+            lines += [f"(differ in {differences(c)})"]
             tests = (f"{lr:g}: {test.verdict} (p {p_value(test)})" for lr, test in c.per_lr())
             lines += ["", f"Test accuracy with BN vs without, per lr (Welch): {'; '.join(tests)}"]
         else:
