@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export CNNSTUDY_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: setup train sweep report test lint tensorboard bench clean
+.PHONY: setup train sweep report test lint tensorboard bench clean slurm-up slurm-down
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,6 +41,12 @@ bench: setup
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir multirun --host 127.0.0.1
+
+slurm-up:  # a one-node SLURM cluster on this host, for hydra/launcher=slurm and tests/test_slurm.py (root)
+	scripts/slurm-local.sh up
+
+slurm-down:
+	scripts/slurm-local.sh down
 
 clean:
 	rm -rf outputs lightning_logs .pytest_cache .ruff_cache
