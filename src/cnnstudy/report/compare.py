@@ -1,7 +1,7 @@
 """What the report compares, from the groups' setups.
 
 An *lr series* is two or more groups whose setups differ only in `optim.lr`. A *comparison* pairs a group,
-or an lr series, with BatchNorm (`model.norm` other than none) and one without (`model.norm=none`) of the
+or an lr series, with BatchNorm (`model.norm` bn or bn_scratch) and one without (`model.norm=none`) of the
 same model family (`model._target_`) when each is the other's nearest: no other candidate differs from it
 in fewer config keys. It is a *BN comparison* when only normalisation keys (NORM_KEYS) differ; otherwise
 the report names every key that differs and does not call it one.
@@ -19,8 +19,12 @@ from cnnstudy.report.groups import Group, differing_keys, label, override_key
 from cnnstudy.report.records import Job
 from cnnstudy.report.stats import Summary, Welch, summarise, welch
 
-# The keys that only configure normalisation: which kind, where it sits, whether the FC head has it too.
-NORM_KEYS = ("model.norm", "model.head_norm", "model.norm_placement")
+# The keys that only configure normalisation: which kind, where it sits, whether the FC head has it too, and
+# the settings of the other kinds (gn's groups, noisy_bn's noise), which do nothing under bn or none.
+NORM_KEYS = ("model.norm", "model.head_norm", "model.norm_placement", "model.norm_groups")
+NORM_KEYS += ("model.noise_mean_std", "model.noise_scale_std")
+# BatchNorm: torch's and the from-scratch one. GroupNorm, LayerNorm and noisy BN are other questions.
+BN_NORMS = ("bn", "bn_scratch")
 
 
 def trains(job: Job, threshold: float) -> bool:
@@ -137,7 +141,7 @@ class SeriesComparison(Comparison):
 def comparisons(items: list, kind: type = GroupComparison) -> list:
     """BN vs no-BN pairs of `items` (groups or lr series) of one model family, each the other's nearest."""
     norm = [(item, (item.setup or {}).get("model.norm")) for item in items]
-    with_bn = [item for item, value in norm if value not in (None, "none")]
+    with_bn = [item for item, value in norm if value in BN_NORMS]
     without_bn = [item for item, value in norm if value == "none"]
     keys = {
         (a, b): differing_keys(with_bn[a].setup, without_bn[b].setup)

@@ -4,7 +4,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnstudy.report.compare import Comparison, GroupComparison, LrSeries, SeriesComparison
+from cnnstudy.report.compare import NORM_KEYS, Comparison, GroupComparison, LrSeries, SeriesComparison
 from cnnstudy.report.edge import edge_text, ratio_text
 from cnnstudy.report.groups import COLUMNS, Group, shown, sort_key
 from cnnstudy.report.records import Job
@@ -92,8 +92,8 @@ def comparisons_section(r: Report) -> list[str]:
     lines = ["", "## BN vs no BN", ""]
     lines += [
         "Groups with BN and without, of one model family, each the other's nearest in config. A BN comparison",
-        "differs only in normalisation keys (model.norm, model.head_norm, model.norm_placement); otherwise",
-        "every key that differs is named (value with BN vs without). Test accuracy: mean ± std over seeds,",
+        f"differs only in normalisation keys ({', '.join(NORM_KEYS)});",
+        "otherwise every key that differs is named (value with BN vs without). Test accuracy: mean ± std over seeds,",
         "Welch's two-sided t-test; the verdict (with BN) is better/worse only at p < 0.05 (docs/studies.md).",
         "",
     ]
