@@ -180,14 +180,17 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         for number, overrides in zip(numbers, job_overrides, strict=True):
             log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
         state = Singleton.get_state()
-        jobs = executor.map_array(
-            self,
-            [list(o) for o in job_overrides],
-            ["hydra.sweep.dir"] * len(numbers),
-            numbers,
-            [f"job_id_for_{n}" for n in numbers],
-            [state] * len(numbers),
-        )
+        try:
+            jobs = executor.map_array(
+                self,
+                [list(o) for o in job_overrides],
+                ["hydra.sweep.dir"] * len(numbers),
+                numbers,
+                [f"job_id_for_{n}" for n in numbers],
+                [state] * len(numbers),
+            )
+        except submitit.core.utils.FailedJobError:  # submitit has printed sbatch's message: one line more
+            fail("sbatch refused the sweep (its message is above); nothing was submitted")
         array_id = jobs[0].job_id.split("_")[0]
         log.info("slurm: submitted %d job(s) as %s, sweep jobs #%d-#%d", len(jobs), array_id, numbers[0], numbers[-1])
         ended = self.wait(array_id, jobs)
