@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export CNNSTUDY_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: setup train sweep report test lint tensorboard bench clean slurm-up slurm-down
+.PHONY: setup train sweep report test lint tensorboard bench gpu-check clean slurm-up slurm-down
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -38,6 +38,9 @@ lint: setup
 
 bench: setup
 	$(PY) -m cnnstudy.bench $(ARGS)
+
+gpu-check: setup  # GPU runs and the bench on CUDA -> gpu-check.json/.md; one line and exit 0 without CUDA
+	$(PY) -m cnnstudy.gpu_check $(ARGS)
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir multirun --host 127.0.0.1
