@@ -3,7 +3,7 @@
 Hydra reports a typo in an override over several lines (or with a traceback, for an output dir it
 cannot create). `check_overrides` composes the config the way Hydra will, for every value of every
 swept key, and turns the first mistake into one line on stderr and exit status 2.
-HYDRA_FULL_ERROR=1, or any Hydra flag but -m, skips the check: Hydra's own report comes through.
+HYDRA_FULL_ERROR=1, or any Hydra flag but -m and --config-dir, skips the check: Hydra's own report comes through.
 """
 
 import os
@@ -18,7 +18,16 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cnnstudy.errors import fail
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+def find_conf_dir() -> Path:
+    """The configs: cnnstudy/conf in an installed wheel (setup.py copies the checkout's conf/ there), else the
+    checkout's top-level conf/ (an editable install, or src/ on the path)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return installed if installed.is_dir() else package.parents[1] / "conf"
+
+
+CONF_DIR = find_conf_dir()
 NOISE = ("Config search path", "provider=", "Set the environment", "See https", "full_key", "object_type")
 
 
@@ -84,7 +93,24 @@ def _check_writable(overrides: list[str]) -> None:
                 fail(f"{key}={value} cannot be written ({existing} is not a writable folder): choose another")
 
 
+def _without_config_dir(argv: list[str]) -> tuple[list[str], list[str]]:
+    """argv without Hydra's `--config-dir DIR` (`-cd DIR`, `--config-dir=DIR`), and the search path it adds."""
+    rest, searchpath = [], []
+    args = iter(argv)
+    for arg in args:
+        flag, equals, value = arg.partition("=")
+        if flag not in ("--config-dir", "-cd"):
+            rest.append(arg)
+            continue
+        folder = Path(value if equals else next(args, "")).expanduser().absolute()
+        if not folder.is_dir():
+            fail(f"--config-dir {folder} is not a folder")
+        searchpath.append(f"file://{folder}")
+    return rest, searchpath
+
+
 def check_overrides(config_name: str, argv: list[str]) -> None:
+    argv, searchpath = _without_config_dir(argv)
     flags = [a for a in argv if a.startswith("-") and a not in ("-m", "--multirun")]
     if os.environ.get("HYDRA_FULL_ERROR") == "1" or flags:
         return  # Hydra's own flags (--cfg, --info, -cn, ...) are Hydra's to answer
@@ -96,10 +122,15 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
         fail(one_line(str(e)))
     _check_writable([o.input_line for o in overrides])
     ours = [o for o in overrides if not o.get_key_element().startswith("hydra")]
+    for override in overrides:  # the user's config folders, in Hydra's order: --config-dir, then hydra.searchpath
+        if override.get_key_element() == "hydra.searchpath":
+            searchpath += list(override.value())
+    # Hydra puts both after cnnstudy's conf/: a user's config of the same name as one of ours is not used.
+    extra = [f"hydra.searchpath=[{','.join(repr(str(p)) for p in searchpath)}]"] if searchpath else []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for variant in _variants(ours, multirun):
             try:
-                compose(config_name, overrides=variant)
+                compose(config_name, overrides=extra + variant)
             except (HydraException, OmegaConfBaseException) as e:
                 cause = f"; {e.__cause__}" if e.__cause__ is not None else ""
                 fail(one_line(f"{e}{cause}"))

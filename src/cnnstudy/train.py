@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnstudy.builders import build, build_module, check_config, count_parameters, set_threads
 from cnnstudy.callbacks import RunRecorder
 from cnnstudy.checkpoints import CONFIG_KEY, AtomicCheckpointIO, load_checkpoint
-from cnnstudy.config import check_overrides, register_resolvers
+from cnnstudy.config import CONF_DIR, check_overrides, register_resolvers
 from cnnstudy.errors import UserError, exit_on_user_error, find_user_error
 from cnnstudy.module import Diverged
 from cnnstudy.record import RunRecord, read_record, record_failure, run_identity, run_name
@@ -132,7 +132,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     return final
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
     register_resolvers()  # a job may run in a fresh process (submitit, joblib): not only via __main__
     hydra_cfg = HydraConfig.get()
