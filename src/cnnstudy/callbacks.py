@@ -1,11 +1,15 @@
 """Lightning callbacks of cnnstudy."""
 
+import os
+import signal
+import threading
 import time
 
 import lightning as L
 import torch
 
 from cnnstudy.checkpoints import CONFIG_KEY
+from cnnstudy.errors import Interrupted
 from cnnstudy.record import RunRecord
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -57,3 +61,46 @@ class RunRecorder(L.Callback):
             torch.set_rng_state(states["torch"])
         if "cuda" in states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class StopOnSignal(L.Callback):
+    """SIGTERM and SIGINT end the run at the next batch boundary, never inside a write: `check()` raises
+    Interrupted there, and the last checkpoint (saved at the end of the previous epoch) is intact. A second
+    signal ends the process at once, as the signal would without this handler.
+
+    A context manager, so that the handlers cover the whole run: loading data, fitting and testing.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():  # signals can only be handled there
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self.received = signum
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise Interrupted(self.received)
+
+    def on_train_batch_end(self, *args) -> None:
+        self.check()
+
+    def on_validation_batch_end(self, *args) -> None:
+        self.check()
+
+    def on_test_batch_end(self, *args) -> None:
+        self.check()

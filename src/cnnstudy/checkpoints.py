@@ -12,17 +12,23 @@ from pathlib import Path
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from cnnstudy.errors import UserError
+from cnnstudy.errors import StorageError, UserError
 
 CONFIG_KEY = "cnnstudy"  # {"config": resolved train config, "choices": Hydra group choices}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        """A failed write (disk full, permission lost, read-only file system) leaves no partial file and
+        the previous checkpoint of that name intact, and is raised as a StorageError naming the path."""
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+            tmp.unlink(missing_ok=True)
+            raise StorageError.of(path, e) from e
 
 
 def load_checkpoint(path) -> dict:

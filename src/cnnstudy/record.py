@@ -5,7 +5,8 @@ This module is its only writer. Keys: status, test_acc, test_loss, best_val_acc,
 train/val loss and accuracy), and error / diverged_epoch where they apply. Accuracies are fractions.
 
 Status transitions: a run is `running` from its first epoch on and ends `completed`, `diverged` (its
-training loss became NaN/inf) or `failed` (it raised). A resumed run goes back to `running`.
+training loss became NaN/inf), `failed` (it raised, or its files could not be written) or `interrupted`
+(SIGTERM/SIGINT: stopped at a safe point, resumable). A resumed run goes back to `running`.
 
 Which config keys identify a run is written here once: RUNTIME_KEYS say where and how fast a run goes
 or what it measures on the side (a resumed run may change them); SEED_KEYS pick one draw of a setup.
@@ -13,14 +14,26 @@ or what it measures on the side (a resumed run may change them); SEED_KEYS pick 
 
 import copy
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 
+from cnnstudy.errors import StorageError
+
+log = logging.getLogger("cnnstudy")
+
 METRICS_FILE = "metrics.json"
-STATUSES = ("running", "completed", "diverged", "failed")
+STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
 # Not what a run computes: a resumed run may change them (the probes are tested to leave the trajectory unchanged).
-RUNTIME_KEYS = ("threads", "data.root", "data.num_workers", "data.download", "probes")
+RUNTIME_KEYS = (
+    "threads",
+    "data.root",
+    "data.num_workers",
+    "data.download",
+    "probes",
+    "callbacks.model_checkpoint.dirpath",  # inside the run dir, wherever that is
+)
 # One draw of a setup: the jobs of a group differ only in these (the shuffle order follows the seed).
 SEED_KEYS = ("seed", "data.shuffle_seed")
 
@@ -43,6 +56,18 @@ def run_identity(config: dict) -> dict:
     return without(config, RUNTIME_KEYS)
 
 
+def same_run(recorded: dict, config: dict) -> bool:
+    """Whether `config` is the run `recorded` (a metrics.json's or checkpoint's config) is of: equal run identity,
+    except for keys only one of them has (a key added to cnnstudy after the run was recorded, at its default)."""
+
+    def common(a, b):
+        if isinstance(a, dict) and isinstance(b, dict):
+            return all(common(a[k], b[k]) for k in a.keys() & b.keys())
+        return a == b
+
+    return common(run_identity(recorded), run_identity(config))
+
+
 def setup_identity(config: dict) -> dict:
     """What a group of seeds shares: the run identity without the seed."""
     return without(config, RUNTIME_KEYS + SEED_KEYS)
@@ -58,7 +83,10 @@ def write_json_atomic(path: Path, data: dict) -> None:
     """Write to a temp file in the same folder, then rename: a kill never leaves a truncated file.
     The file gets the mode any new file gets under the process umask (mkstemp's would be 0600)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise StorageError.of(path, e) from e
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -68,17 +96,25 @@ def write_json_atomic(path: Path, data: dict) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise StorageError.of(path, e) from e
         raise
 
 
 def read_record(run_dir: Path) -> dict | None:
+    """The dir's metrics.json; None if there is none, or if it is unreadable (not written by cnnstudy, whose
+    writes are atomic: the run's checkpoint holds its epochs, and the next write replaces the file)."""
     path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
-    with open(path) as f:
-        return json.load(f)
+    except (OSError, ValueError) as e:
+        log.warning("%s is unreadable (%s): ignored", path, e)
+        return None
+    return record if isinstance(record, dict) else None
 
 
 class RunRecord:

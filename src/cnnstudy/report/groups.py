@@ -10,12 +10,10 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from cnnstudy.record import setup_identity, without
+from cnnstudy.record import setup_identity
 from cnnstudy.report.records import Job
 from cnnstudy.report.stats import Summary, summarise
 
-# Where a job wrote its checkpoints: a folder per job, not part of what it ran.
-WRITTEN_TO = ("callbacks.model_checkpoint.dirpath",)
 # stats key -> (column header, is an accuracy: shown in percent)
 COLUMNS = {
     "epoch1_train_loss": ("epoch-1 train loss", False),
@@ -128,7 +126,7 @@ def build_groups(jobs: list[Job]) -> tuple[list[Group], set[str]]:
     for job in sorted(jobs, key=lambda j: j.config is None):  # configured jobs first
         overrides = group_overrides(job.overrides)
         if job.config is not None:
-            setup = flatten(without(setup_identity(job.config), WRITTEN_TO))
+            setup = flatten(setup_identity(job.config))
             identity = json.dumps(setup, sort_keys=True)
             identity_of.setdefault(overrides, identity)
         else:
