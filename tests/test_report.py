@@ -13,7 +13,7 @@ import yaml
 from matplotlib.image import imread
 
 from cnnstudy.report import latest_sweep, main, report
-from cnnstudy.report.edge import edge_ratio, edge_text, estimate_edge, ratio_text
+from cnnstudy.report.edge import edge_ratio, edge_text, estimate_edge, fine_pass, ratio_text
 from cnnstudy.report.stats import welch
 
 from conftest import ROOT, run_cli
@@ -526,3 +526,43 @@ def test_a_series_that_trains_everywhere_is_stated_above_the_grid():
     nobn = estimate_edge([1e-2, 1e-1, 1.0], [3, 0, 0], [3, 3, 3], np.random.default_rng(0))  # 10**-1.5
     assert ratio_text(edge, nobn).startswith(f"> {1 / 10**-1.5:.3g}× [")
     assert ratio_text(edge, edge) == "undefined (both edges beyond their grids)"
+
+
+def test_the_fine_pass_is_quarter_decades_inside_the_bracket_or_the_grid_extended():
+    # fractions 1, 1, 2/3, 0 at 1e-3 .. 1: the edge lies between 0.1 and 1
+    edge = estimate_edge([1e-3, 1e-2, 1e-1, 1.0], [3, 3, 2, 0], [3, 3, 3, 3], np.random.default_rng(0))
+    assert edge.bracket == (0.1, 1.0)
+    assert fine_pass(edge) == "optim.lr=0.178,0.316,0.562; more seeds at 0.1, 1"
+    half_decades = estimate_edge([1e-2, 10**-1.5, 0.1], [3, 2, 0], [3, 3, 3], np.random.default_rng(0))
+    assert fine_pass(half_decades) == "optim.lr=0.0562; more seeds at 0.0316, 0.1"
+    everywhere = estimate_edge(GRID, [3] * len(GRID), [3] * len(GRID), np.random.default_rng(0))
+    assert everywhere.bracket is None and fine_pass(everywhere) == "extend: optim.lr=3.16,10"
+    never = estimate_edge(GRID, [0] * len(GRID), [3] * len(GRID), np.random.default_rng(0))
+    assert fine_pass(never) == "extend: optim.lr=3.16e-05,1e-05"
+
+
+def test_the_edge_is_plotted_against_the_budget_for_series_that_differ_only_in_it(tmp_path):
+    """bn and nobn, each at 100 and 500 steps, 5 lrs, 3 seeds: four lr series, two lines of two budgets each."""
+    number = 0
+    for model, budget, edge in (("bn", 100, 0.5), ("bn", 500, 0.05), ("nobn", 100, 0.005), ("nobn", 500, 5e-4)):
+        for lr in (1e-4, 1e-3, 1e-2, 1e-1, 1.0):
+            for seed in range(3):
+                val = 0.97 if lr < edge else 0.1
+                overrides = [
+                    f"model={model}",
+                    f"optim.lr={lr}",
+                    f"seed={seed}",
+                    f"trainer.limit_train_batches={budget}",
+                ]
+                write_job(tmp_path, number, overrides, steps=budget, **completed(val, seed, val_accs=(val,)))
+                number += 1
+    result = report(tmp_path)
+    assert len(result.lr_series) == 4 and "edge_vs_budget.png" in result.plots
+    edges = {s.label: 10**s.edge.log_lr for s in result.lr_series}
+    assert sorted(edges.values()) == pytest.approx([10**-3.5, 10**-2.5, 10**-1.5, 10**-0.5], rel=1e-6)
+    image = imread(tmp_path / "edge_vs_budget.png")[..., :3]
+    assert len({tuple(px) for px in image.reshape(-1, 3)[::7]}) > 10  # drawn, not blank
+    one_budget = tmp_path / "one_budget"
+    for job in [p for p in tmp_path.iterdir() if p.name.isdigit() and int(p.name) < 15]:  # bn at 100 steps only
+        shutil.copytree(job, one_budget / job.name)
+    assert "edge_vs_budget.png" not in report(one_budget).plots

@@ -1,7 +1,8 @@
 """The run record, metrics.json: the results contract that the report and every other tool read.
 
 This module is its only writer. Keys: status, test_acc, test_loss, best_val_acc, params, processes
-(training processes: > 1 under DDP), seconds, overrides, choices, config (resolved), epochs (per epoch:
+(training processes: > 1 under DDP), seconds, steps (optimizer steps taken, once the run has ended),
+overrides, choices, config (resolved), epochs (per epoch:
 train/val loss and accuracy), and error / diverged_epoch where they apply. Accuracies are fractions.
 
 Status transitions: a run is `running` from its first epoch on and ends `completed`, `diverged` (its

@@ -108,7 +108,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
         def finish(status: str, metrics: dict, **fields) -> dict:
             logger.log_hyperparams(hparams(cfg, choices, overrides, params, status), metrics)
             logger.finalize("success" if status == "completed" else "failed")
-            return record.write(status, **fields)
+            return record.write(status, steps=trainer.global_step, **fields)
 
         try:
             stop.check()

@@ -30,7 +30,13 @@ from cnnstudy.report.compare import SeriesComparison, comparisons, lr_series
 from cnnstudy.report.dashboard import write_dashboard
 from cnnstudy.report.groups import build_groups
 from cnnstudy.report.markdown import REPORT_FILE, Report, fmt, write_markdown
-from cnnstudy.report.plots import plot_curves, plot_landscape, plot_stability, plot_test_acc_vs_lr
+from cnnstudy.report.plots import (
+    plot_curves,
+    plot_edge_vs_budget,
+    plot_landscape,
+    plot_stability,
+    plot_test_acc_vs_lr,
+)
 from cnnstudy.report.records import MULTIRUN, archive, find_jobs, latest_sweep, sweep_commands
 from cnnstudy.report.stats import landscape_stats
 
@@ -64,6 +70,8 @@ def report(sweep_dir: Path, trains_above: float = 0.9) -> Report:
         plot_test_acc_vs_lr(series, sweep_dir / "test_acc_vs_lr.png")
         plot_stability(series, trains_above, sweep_dir / "stability.png")
         result.plots += ["test_acc_vs_lr.png", "stability.png"]
+        if plot_edge_vs_budget(series, sweep_dir / "edge_vs_budget.png"):
+            result.plots.append("edge_vs_budget.png")
     if plot_landscape(groups, sweep_dir / "landscape.png"):
         result.plots.append("landscape.png")
     write_dashboard(sweep_dir, groups, common)

@@ -20,6 +20,7 @@ class Edge:
     log_lr: float  # log10 of the edge; +inf above the grid, -inf below it
     interval: tuple[float, float]  # 95 % percentile interval of log_lr over the resamples
     grid: tuple[float, float]  # the series' lowest and highest lr
+    bracket: tuple[float, float] | None  # the grid lrs the edge lies between; None beyond the grid
     resamples: np.ndarray  # log_lr per resample, for the ratio of two series
 
 
@@ -59,7 +60,25 @@ def estimate_edge(lrs: list[float], trained: list[int], decided: list[int], rng:
     fractions = rng.binomial(n, k / n, size=(RESAMPLES, len(n))) / n
     resamples = np.array([crossing(log_lrs, f) for f in fractions])
     grid = (points[0][0], points[-1][0])
-    return Edge(crossing(log_lrs, k / n), percentile_interval(resamples), grid, resamples)
+    log_lr = crossing(log_lrs, k / n)
+    below = [lr for lr, _, _ in points if math.isfinite(log_lr) and math.log10(lr) <= log_lr]
+    bracket = (below[-1], points[len(below)][0]) if below else None
+    return Edge(log_lr, percentile_interval(resamples), grid, bracket, resamples)
+
+
+def fine_pass(edge: Edge | None) -> str:
+    """Where to run more seeds next (the coarse-then-fine pattern, docs/studies.md): quarter-decade lrs inside
+    the bracket (its geometric middle if it is a quarter decade or less), or the grid extended a decade."""
+    if edge is None:
+        return "–"
+    if edge.bracket is None:
+        end = edge.grid[1] if edge.log_lr > 0 else edge.grid[0]
+        factors = (10**0.5, 10) if edge.log_lr > 0 else (10**-0.5, 0.1)
+        return "extend: optim.lr=" + ",".join(f"{end * f:.3g}" for f in factors)
+    low, high = np.log10(edge.bracket)
+    quarters = [k / 4 for k in range(math.ceil(low * 4), math.floor(high * 4) + 1) if low + 1e-6 < k / 4 < high - 1e-6]
+    inside = ",".join(f"{10**q:.3g}" for q in quarters or [(low + high) / 2])
+    return f"optim.lr={inside}; more seeds at {edge.bracket[0]:.3g}, {edge.bracket[1]:.3g}"
 
 
 def edge_ratio(with_bn: Edge, without_bn: Edge) -> EdgeRatio:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnstudy.report.compare import NORM_KEYS, Comparison, GroupComparison, LrSeries, SeriesComparison
-from cnnstudy.report.edge import edge_text, ratio_text
+from cnnstudy.report.edge import edge_text, fine_pass, ratio_text
 from cnnstudy.report.groups import COLUMNS, Group, shown, sort_key
 from cnnstudy.report.records import Job
 from cnnstudy.report.stats import LANDSCAPE_COLUMNS, LandscapeRow, Summary, Welch
@@ -133,9 +133,10 @@ def lr_section(r: Report, threshold: float) -> list[str]:
     lines += ["", "Estimated: the lr where the fraction of seeds that train crosses 50 % (log-lr interpolation),"]
     lines += ["with a 95 % bootstrap interval over seeds (docs/studies.md); the all-seeds rule beside it.", ""]
     rows = (
-        [f"`{s.label}`", *edge_text(s.edge), "–" if s.largest_lr is None else f"{s.largest_lr:g}"] for s in r.lr_series
+        [f"`{s.label}`", *edge_text(s.edge), "–" if s.largest_lr is None else f"{s.largest_lr:g}", fine_pass(s.edge)]
+        for s in r.lr_series
     )
-    lines += md_table(["series", "50 % edge", "95 % interval", "largest lr (all seeds train)"], rows)
+    lines += md_table(["series", "50 % edge", "95 % interval", "largest lr (all seeds train)", "fine pass"], rows)
     for c in r.series_comparisons:
         if c.bn:
             ratio = "–" if c.ratio is None else f"{c.ratio:.3g}×"

@@ -1,5 +1,7 @@
 """The report's PNG plots: curves per epoch, test accuracy and stability per lr, the optimisation landscape."""
 
+import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -114,5 +116,44 @@ def plot_landscape(groups: list[Group], path: Path) -> bool:
         axes[2].set(xlabel="training step", ylabel="max ‖Δ∇L‖ / ‖ηg‖", title="effective β-smoothness", yscale="log")
     axes[0].legend(fontsize="small")
     fig.suptitle("along the gradient at the probed step sizes η; band = min–max over η, mean over seeds")
+    fig.savefig(path, dpi=100)
+    return True
+
+
+# What sets a run's training budget: series that differ only in these are one net at several budgets.
+BUDGET_KEYS = ("trainer.max_epochs", "trainer.limit_train_batches", "trainer.max_steps")
+
+
+def steps_of(series: LrSeries) -> float | None:
+    """The optimizer steps a job of the series took (the median over its completed jobs)."""
+    steps = [j.metrics.get("steps") for p in series.points for j in p.group.completed]
+    steps = [s for s in steps if s is not None]
+    return statistics.median(steps) if steps else None
+
+
+def plot_edge_vs_budget(series: list[LrSeries], path: Path) -> bool:
+    """The 50 % edge (with its interval) against the training budget, one line per series setup less the
+    budget; False unless some setup was run at two or more budgets."""
+    lines = defaultdict(list)
+    for s in series:
+        if s.setup is not None and s.edge is not None and (steps := steps_of(s)) is not None:
+            setup = {k: v for k, v in s.setup.items() if k not in BUDGET_KEYS}
+            lines[json.dumps(setup, sort_keys=True, default=str)].append((steps, s))
+    lines = {key: sorted(points, key=lambda p: p[0]) for key, points in lines.items() if len(points) > 1}
+    if not lines:
+        return False
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.subplots()
+    colors = colors_for(len(lines))
+    for i, points in enumerate(lines.values()):
+        inside = [(steps, s.edge) for steps, s in points if math.isfinite(s.edge.log_lr)]  # beyond a grid: no point
+        edges = [10**edge.log_lr for _, edge in inside]
+        low = [e - 10 ** max(edge.interval[0], -99) for e, (_, edge) in zip(edges, inside, strict=True)]
+        high = [10 ** min(edge.interval[1], 99) - e for e, (_, edge) in zip(edges, inside, strict=True)]
+        ax.errorbar([steps for steps, _ in inside], edges, yerr=[low, high], marker="o", capsize=3, color=colors(i))
+        ax.lines[-1].set_label(points[0][1].label)
+    ax.set(xscale="log", yscale="log", xlabel="training steps (budget)", ylabel="50 % edge: largest lr that trains")
+    ax.set_title("edge vs budget; error bar = 95 % bootstrap interval over seeds")
+    ax.legend(fontsize="small")
     fig.savefig(path, dpi=100)
     return True
