@@ -12,7 +12,7 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from cnnstudy.report import latest_sweep, main, report
+from cnnstudy.report import archive, latest_sweep, main, report
 from cnnstudy.report.edge import edge_ratio, edge_text, estimate_edge, fine_pass, ratio_text
 from cnnstudy.report.stats import welch
 
@@ -221,6 +221,11 @@ def test_landscape_table_and_plot_from_the_probes_events(tmp_path):
     assert table_row(section, "model.norm=bn")[5] == "30.0000 ± 14.1421"
     # none: ranges 1.5 and 3.5 -> 2.5 ± 1.4142
     assert table_row(section, "model.norm=none")[3] == "2.5000 ± 1.4142"
+    # archived: the scalars kept in a compact file, no event files, the same table
+    archived = archive(tmp_path, tmp_path.parent / "archive") / tmp_path.name
+    assert not list(archived.rglob("events.out.tfevents.*")) and len(list(archived.rglob("landscape.json"))) == 4
+    report(archived)
+    assert (archived / "report.md").read_text().split("## Optimisation landscape")[1] == section
 
 
 def test_no_landscape_without_probes(synthetic_sweep):

@@ -16,6 +16,7 @@ from cnnstudy.record import METRICS_FILE
 MULTIRUN = Path("multirun")
 # What a sweep's results are, without checkpoints or events: what `archive` keeps.
 RECORDS = (f"**/{METRICS_FILE}", "**/.hydra/overrides.yaml", "**/multirun.yaml")
+LANDSCAPE_FILE = "landscape.json"  # the probes' scalars of an archived job, instead of its event files
 
 
 @dataclass
@@ -70,7 +71,11 @@ def read_job(job_dir: Path, sweep_dir: Path) -> Job:
 
 
 def read_landscape(job_dir: Path) -> dict[str, dict[int, float]]:
-    """The LandscapeProbe's scalars in the job's TensorBoard events: tag -> {step: value}; {} without probes."""
+    """The LandscapeProbe's scalars: tag -> {step: value}; {} without probes. From the job's TensorBoard events,
+    or in an archive from LANDSCAPE_FILE, where `archive` keeps them instead of the events."""
+    if (compact := job_dir / LANDSCAPE_FILE).exists():
+        stored = json.loads(compact.read_text())
+        return {tag: {int(step): value for step, value in steps.items()} for tag, steps in stored.items()}
     series = defaultdict(dict)
     for run_dir in sorted({p.parent for p in (job_dir / "tb").rglob("events.out.tfevents.*")}):
         events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 1, "images": 1})
@@ -117,6 +122,10 @@ def archive(sweep_dir: Path, dest: Path) -> Path:
             copy = Path(dest) / sweep_dir.name / path.relative_to(sweep_dir)
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, copy)
+    for job_dir in (p.parent for p in sweep_dir.rglob(METRICS_FILE)):
+        if landscape := read_landscape(job_dir):
+            compact = Path(dest) / sweep_dir.name / job_dir.relative_to(sweep_dir) / LANDSCAPE_FILE
+            compact.write_text(json.dumps(landscape, sort_keys=True))
     return Path(dest)
 
 
