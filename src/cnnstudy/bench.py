@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from cnnstudy.builders import build_module
 from cnnstudy.config import compose_train
 from cnnstudy.data.sources import default_root, load
+from cnnstudy.errors import exit_on_user_error, fail
 
 CASES = [("bn", "mnist", 100), ("nobn", "mnist", 100), ("cifar_cnn", "cifar10", 100), ("session5", "mnist", 128)]
 # A ratio's verdict: met when its lower quartile over the rounds reaches the target, not met when its
@@ -367,9 +368,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7; --quick: 1)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train (default cpu)")
     parser.add_argument("--no-overhead", action="store_true", help="skip the sweep overhead measurement")
+    parser.error = fail  # a bad option: one line on stderr and exit 2, as every cnnstudy mistake
     args = parser.parse_args()
     rounds, n_batches, warmup = (1, 8, 2) if args.quick else (args.rounds, 30, 5)
     cases = CASES[:2] if args.quick else CASES
+    with exit_on_user_error():  # missing data: one line here, not torchvision's traceback from inside a case
+        for data in dict.fromkeys(data for _, data, _ in cases):
+            load(data, default_root(), train=True)
     results = []
     for model, data, batch_size in cases:
         results.append(run_case(model, data, batch_size, rounds, n_batches, warmup, args.device))

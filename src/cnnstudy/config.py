@@ -16,7 +16,9 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cnnstudy.errors import fail
+from cnnstudy.checks import is_number, positive, whole
+from cnnstudy.errors import UserError, fail
+from cnnstudy.record import run_name
 
 
 def find_conf_dir() -> Path:
@@ -28,6 +30,9 @@ def find_conf_dir() -> Path:
 
 
 CONF_DIR = find_conf_dir()
+# torch's schedulers take these unchecked, then divide by zero (step_size=0) or train with a negative lr
+# (gamma < 0) once training runs
+SCHEDULER_CHECKS = {"step_size": whole, "T_max": whole, "gamma": positive, "max_lr": positive}
 NOISE = ("Config search path", "provider=", "Set the environment", "See https", "full_key", "object_type")
 
 
@@ -51,13 +56,22 @@ def threads_per_job() -> int:
     jobs x threads <= cores (oversubscribed jobs slow each other down far more than they gain)."""
     launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
     n_jobs = launcher.get("n_jobs") or 1
-    cores = os.cpu_count() or 1
+    # the cores this process may use: a SLURM task's allocation, else the CPUs it is pinned to
+    cores = int(os.environ.get("SLURM_CPUS_PER_TASK") or len(os.sched_getaffinity(0)))
     return max(1, cores // (cores if n_jobs < 0 else n_jobs))
 
 
+def job_run_name() -> str:
+    """The run's name in its loggers: its overrides (cnnstudy.record.run_name) but the logger choice, as a folder
+    name, so that a run logged to TensorBoard and to CSV has the same name in both."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return run_name([o for o in overrides if not o.lstrip("+~").startswith("logger")])
+
+
 def register_resolvers() -> None:
-    """The resolvers conf/ uses (`${threads_per_job:}`); called by whatever composes the config."""
+    """The resolvers conf/ uses (`${threads_per_job:}`, `${run_name:}`); called by whatever composes the config."""
     OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
+    OmegaConf.register_new_resolver("run_name", job_run_name, replace=True)
 
 
 def _variants(overrides, multirun: bool) -> list[list[str]]:
@@ -130,10 +144,44 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for variant in _variants(ours, multirun):
             try:
-                compose(config_name, overrides=extra + variant)
+                cfg = compose(config_name, overrides=extra + variant, return_hydra_config=True)
+                groups = set(cfg.hydra.runtime.choices)
+                values = [o for o in variant if o.lstrip("+~").partition("=")[0] not in groups]
+                defaults = compose(config_name, overrides=extra + [o for o in variant if o not in values])
             except (HydraException, OmegaConfBaseException) as e:
                 cause = f"; {e.__cause__}" if e.__cause__ is not None else ""
                 fail(one_line(f"{e}{cause}"))
+            _check_values(cfg, defaults, values)
+
+
+def _check_values(cfg, defaults, overrides: list[str]) -> None:
+    """Values of the wrong kind (a word where the default is a number, say), answered before anything is
+    built: torch and Lightning would take many of them and fail, or do something else, once training runs.
+    The trainer's keys are Lightning's to check: several take a number or a word (devices=auto)."""
+    for override in overrides:
+        key = override.partition("=")[0]
+        if override.startswith(("+", "~")) or key.startswith("trainer."):
+            continue
+        default = OmegaConf.select(defaults, key, throw_on_resolution_failure=False)
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            fail(f"{key}={value!r} must be true or false")
+        if is_number(default) and not is_number(value):
+            fail(f"{key}={value!r} must be a number (default {default})")
+    scheduler = OmegaConf.select(cfg, "scheduler", default=None) or {}
+    for key, check in SCHEDULER_CHECKS.items():
+        if key in scheduler:
+            try:
+                check(f"scheduler.{key}", OmegaConf.select(cfg, f"scheduler.{key}", throw_on_resolution_failure=False))
+            except UserError as e:
+                fail(str(e))
+    from cnnstudy.callbacks import EPOCH_KEYS  # what Classifier logs per epoch; imports Lightning: only here
+
+    monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default=None)
+    if monitor is not None and monitor not in EPOCH_KEYS:
+        # Lightning would find out at the end of the first epoch, and without a best checkpoint test the last one
+        metrics = ", ".join(EPOCH_KEYS)
+        fail(f"callbacks.model_checkpoint.monitor={monitor!r} is not a metric the run logs: use one of {metrics}")
 
 
 def compose_train(overrides: list[str], return_hydra_config: bool = False):

@@ -19,6 +19,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchvision.utils import make_grid
 
+from cnnstudy.checks import is_number
+
 
 def log_scalars(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     for logger in trainer.loggers:
@@ -71,6 +73,8 @@ class LayerStats(L.Callback):
 
     def __init__(self, every_n_steps: int = 50, histograms: bool = True):
         self.every_n_steps = check_interval("every_n_steps", every_n_steps)
+        if not isinstance(histograms, bool):
+            raise ValueError(f"histograms={histograms!r} must be true or false")
         self.histograms = histograms
         self._handles: list = []
         self._outputs: dict[str, torch.Tensor] = {}
@@ -146,9 +150,9 @@ class LandscapeProbe(L.Callback):
 
     def __init__(self, every_n_steps: int = 100, step_sizes=(0.05, 0.1, 0.2, 0.4), loss_fn=F.cross_entropy):
         self.every_n_steps = check_interval("every_n_steps", every_n_steps)
+        if not step_sizes or not all(is_number(s) and s > 0 for s in step_sizes):
+            raise ValueError(f"step_sizes={list(step_sizes)} must be positive numbers")
         self.step_sizes = tuple(float(s) for s in step_sizes)
-        if not self.step_sizes or min(self.step_sizes) <= 0:
-            raise ValueError(f"step_sizes={list(self.step_sizes)} must be positive numbers")
         self.loss_fn = loss_fn
         self.last: dict[str, float] = {}  # the latest probe's numbers, for inspection and tests
         self._batch = None

@@ -216,6 +216,8 @@ def run_job(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: di
         one_line_in_console(f"{output_dir} failed: {e}", e)
         return 0.0
     except Exception as e:
+        if not sweeping:
+            raise  # a single run's bug: its traceback (a UserError was answered above, in one line)
         # One failing job must not end the sweep: record it and go on to the next.
         message = f"{type(e).__name__}: {find_user_error(e) or e}"
         one_line_in_console(f"{output_dir} failed: {message}", e)

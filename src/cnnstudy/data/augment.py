@@ -13,9 +13,16 @@ import math
 import torch
 import torch.nn.functional as F
 
+from cnnstudy import checks
+from cnnstudy.errors import UserError
+
 
 class RandomZoomRotate:
     def __init__(self, degrees: float = 10.0, crop_p: float = 0.1, crop_size: int = 22, image_size: int = 28):
+        checks.positive("data.augment.degrees", degrees, zero_allowed=True)
+        checks.probability("data.augment.crop_p", crop_p, one_allowed=True)
+        if checks.whole("data.augment.crop_size", crop_size) > checks.whole("data.augment.image_size", image_size):
+            raise UserError(f"data.augment.crop_size={crop_size} is larger than the image ({image_size})")
         self.degrees, self.crop_p = degrees, crop_p
         self.crop_scale = crop_size / image_size  # a centre crop resized back samples a smaller grid
 

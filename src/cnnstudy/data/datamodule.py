@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cnnstudy import checks
 from cnnstudy.data.sources import default_root, load
 from cnnstudy.errors import UserError
 
@@ -73,8 +74,24 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         if name not in ("mnist", "cifar10", "cifar2"):
             raise UserError(f"data.name={name!r} is unknown: use mnist, cifar10 or cifar2")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise UserError(f"data.batch_size={batch_size!r} must be a positive whole number")
+        checks.whole("data.batch_size", batch_size)
+        checks.whole("data.eval_batch_size", eval_batch_size)
+        checks.whole("data.channels", channels)
+        checks.whole("data.image_size", image_size)
+        checks.whole("data.num_classes", num_classes, at_least=2)
+        checks.whole("data.split_seed", split_seed, at_least=0)
+        checks.whole("data.shuffle_seed", shuffle_seed, at_least=0)
+        checks.whole("data.num_workers", num_workers, at_least=0)
+        checks.flag("data.download", download)
+        for key, values in (("data.mean", mean), ("data.std", std)):
+            if len(values) != channels or not all(checks.is_number(v) for v in values):
+                raise UserError(f"{key}={list(values)!r} must hold one number per channel ({channels})")
+        if min(std) <= 0:
+            raise UserError(f"data.std={list(std)!r} must be > 0")
+        if isinstance(val_size, float) and not 0 < val_size < 1:
+            raise UserError(f"data.val_size={val_size!r} must be a fraction in (0, 1) or a count of images >= 1")
+        if not isinstance(val_size, float):
+            checks.whole("data.val_size", val_size)
         self.name, self.root = name, root or default_root()
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cnnstudy import checks
 from cnnstudy.errors import UserError
 from cnnstudy.models import batchnorm
 
@@ -42,10 +43,10 @@ class Norm:
     def __post_init__(self):
         if self.kind not in NORMS:
             raise UserError(f"model.norm={self.kind!r} is unknown: use one of {', '.join(NORMS)}")
-        if self.kind == "gn" and (not isinstance(self.groups, int) or self.groups < 1):
-            raise UserError(f"model.norm_groups={self.groups!r} must be a whole number >= 1")
-        if self.kind == "noisy_bn" and min(self.noise_mean_std, self.noise_scale_std) < 0:
-            raise UserError("model.noise_mean_std and model.noise_scale_std must be >= 0")
+        # checked whatever the kind, so a mistake does not wait for the day someone picks gn or noisy_bn
+        checks.whole("model.norm_groups", self.groups)
+        checks.positive("model.noise_mean_std", self.noise_mean_std, zero_allowed=True)
+        checks.positive("model.noise_scale_std", self.noise_scale_std, zero_allowed=True)
 
     def layer(self, features: int, dims: int, where: str) -> nn.Module | None:
         """The norm over `features` channels (dims=2: conv maps, dims=1: FC features) of layer `where`, or None."""

@@ -19,6 +19,7 @@ import re
 import torch
 from torch import nn
 
+from cnnstudy import checks
 from cnnstudy.errors import UserError
 from cnnstudy.models.blocks import NO_NORM, ClassifierHead, ConvBlock, Norm
 
@@ -35,6 +36,8 @@ def parse_layer(item) -> dict | None:
         raise UserError(f"model.features item {item!r} is not a layer: use e.g. 32, 16k1, 16p0, 16r or M")
     kernel = int(match["k"] or 3)
     padding = int(match["p"]) if match["p"] is not None else (kernel - 1) // 2
+    if int(match["out"]) < 1 or kernel < 1:
+        raise UserError(f"model.features item {item!r} has no channels or no kernel: widths and k must be >= 1")
     return {
         "out_channels": int(match["out"]),
         "kernel_size": kernel,
@@ -66,8 +69,13 @@ class ConvNet(nn.Module):
         super().__init__()
         if head not in HEADS:
             raise UserError(f"model.head={head!r} is unknown: use flatten_fc or gap")
-        if not init_scale > 0:
-            raise UserError(f"model.init_scale={init_scale!r} must be > 0 (1.0 keeps torch's default init)")
+        checks.positive("model.init_scale", init_scale)  # 1.0 keeps torch's default init
+        checks.probability("model.dropout", dropout)
+        checks.probability("model.conv_dropout", conv_dropout)
+        checks.flag("model.head_norm", head_norm)
+        hidden = checks.whole_list("model.hidden", hidden)
+        if not list(features):
+            raise UserError("model.features is empty: give the layer list, e.g. [32, M, 64, M]")
         norms = Norm(norm, groups=norm_groups, noise_mean_std=noise_mean_std, noise_scale_std=noise_scale_std)
         layers: list[nn.Module] = []
         channels, size = in_channels, image_size

@@ -9,6 +9,7 @@ kept so a study can show what the bug changed.
 import torch
 from torch import nn
 
+from cnnstudy import checks
 from cnnstudy.models.blocks import ClassifierHead, ConvBlock, Norm
 
 
@@ -36,6 +37,10 @@ class ResNetDeep(nn.Module):
         activation: str = "relu",
     ):
         super().__init__()
+        checks.whole("model.channels", channels)
+        checks.whole("model.n_blocks", n_blocks, at_least=0)
+        checks.flag("model.tied_blocks", tied_blocks)
+        hidden = checks.whole_list("model.hidden", hidden)
         if tied_blocks:
             blocks = n_blocks * [residual_block(channels, norm, activation)]
         else:

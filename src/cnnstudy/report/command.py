@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--archive", type=Path, metavar="DEST", help="copy the sweep's records to DEST/<sweep name>/ and report on DEST"
     )
+    parser.error = fail  # a bad option: one line on stderr and exit 2, as every cnnstudy mistake
     args = parser.parse_args(argv)
     if (args.dir is None) == (not args.latest):
         fail("give a sweep folder or --latest (one of them)")
