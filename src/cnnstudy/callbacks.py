@@ -13,6 +13,10 @@ from cnnstudy.errors import Interrupted
 from cnnstudy.record import RunRecord
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
+# Recorded only by runs with module.eval_also_in_train_mode=true: validation and test measured a second time
+# with the model in train mode, as the source did (cnnstudy.module.Classifier).
+TRAIN_MODE_EPOCH_KEYS = ("val_loss_train_mode", "val_acc_train_mode")
+TRAIN_MODE_TEST_KEYS = ("test_loss_train_mode", "test_acc_train_mode")
 
 
 class RunRecorder(L.Callback):
@@ -39,9 +43,13 @@ class RunRecorder(L.Callback):
         metrics = trainer.callback_metrics
         entry = {"epoch": trainer.current_epoch}
         for key in EPOCH_KEYS:
-            value = metrics.get(key)
-            entry[key] = float(value) if isinstance(value, torch.Tensor) else value
+            entry[key] = as_number(metrics.get(key))
+        entry.update({key: as_number(metrics[key]) for key in TRAIN_MODE_EPOCH_KEYS if key in metrics})
         self.record.add_epoch(entry, time.perf_counter() - self._started)
+
+    def on_test_end(self, trainer, pl_module):
+        metrics = trainer.callback_metrics
+        self.record.header.update({key: as_number(metrics[key]) for key in TRAIN_MODE_TEST_KEYS if key in metrics})
 
     def state_dict(self) -> dict:
         return self.record.state_dict()
@@ -61,6 +69,10 @@ class RunRecorder(L.Callback):
             torch.set_rng_state(states["torch"])
         if "cuda" in states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def as_number(value):
+    return float(value) if isinstance(value, torch.Tensor) else value
 
 
 class StopOnSignal(L.Callback):

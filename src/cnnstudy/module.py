@@ -4,6 +4,7 @@ It only trains: what a run records (metrics.json, the config and RNG state in ch
 RunRecorder callback's job (cnnstudy.callbacks).
 """
 
+import contextlib
 import re
 
 import lightning as L
@@ -42,18 +43,28 @@ class Classifier(L.LightningModule):
         scheduler=None,
         channels_last: bool = False,
         compile: bool = False,
+        eval_also_in_train_mode: bool = False,
     ):
-        """`optimizer` and `scheduler` are partials (Hydra `_partial_: true`) that take params / optimizer."""
+        """`optimizer` and `scheduler` are partials (Hydra `_partial_: true`) that take params / optimizer.
+
+        `eval_also_in_train_mode`: validation and test are measured a second time with the model in train
+        mode (dropout on, BatchNorm on the batch's statistics), as the source did (the book's `validate()`
+        never calls `model.eval()`), logged as `<stage>_loss_train_mode` / `<stage>_acc_train_mode`. These
+        passes leave training as it would be without them (see `_in_train_mode`)."""
         super().__init__()
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         if compile:
             self.model.compile()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.channels_last = channels_last
+        self.eval_also_in_train_mode = eval_also_in_train_mode
+        stages = ["train", "val", "test"] + (["val_train_mode", "test_train_mode"] if eval_also_in_train_mode else [])
         self.metrics = nn.ModuleDict(
             {
-                f"{stage}_{kind}": MeanMetric() if kind == "loss" else MulticlassAccuracy(num_classes, average="micro")
-                for stage in ("train", "val", "test")
+                metric_name(stage, kind): MeanMetric()
+                if kind == "loss"
+                else MulticlassAccuracy(num_classes, average="micro")
+                for stage in stages
                 for kind in ("loss", "acc")
             }
         )
@@ -69,21 +80,49 @@ class Classifier(L.LightningModule):
         loss = F.cross_entropy(logits, labels)
         if stage == "train" and not torch.isfinite(loss):
             raise Diverged(self.current_epoch, self.global_step)
-        loss_metric, acc_metric = self.metrics[f"{stage}_loss"], self.metrics[f"{stage}_acc"]
+        loss_name, acc_name = metric_name(stage, "loss"), metric_name(stage, "acc")
+        loss_metric, acc_metric = self.metrics[loss_name], self.metrics[acc_name]
         loss_metric.update(loss.detach(), weight=len(labels))
         acc_metric.update(logits.detach(), labels)
-        self.log(f"{stage}_loss", loss_metric, on_step=False, on_epoch=True, prog_bar=stage != "test")
-        self.log(f"{stage}_acc", acc_metric, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(loss_name, loss_metric, on_step=False, on_epoch=True, prog_bar=stage in ("train", "val"))
+        self.log(acc_name, acc_metric, on_step=False, on_epoch=True, prog_bar=stage in ("train", "val", "test"))
         return loss
+
+    def _evaluate(self, batch, stage: str) -> None:
+        self._step(batch, stage)
+        if self.eval_also_in_train_mode:
+            with self._in_train_mode():
+                self._step(batch, f"{stage}_train_mode")
+
+    @contextlib.contextmanager
+    def _in_train_mode(self):
+        """The model in train mode for one extra evaluation pass that must not change the run: BatchNorm's
+        running statistics (and its batch counter) are put back afterwards, and so is the global RNG state
+        that dropout and noisy BN draw from, so the next training batch sees the same random numbers."""
+        modes = {module: module.training for module in self.model.modules()}
+        buffers = {name: buffer.clone() for name, buffer in self.model.named_buffers()}
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        self.model.train()
+        try:
+            yield
+        finally:
+            for module, training in modes.items():
+                module.training = training
+            for name, buffer in self.model.named_buffers():
+                buffer.copy_(buffers[name])
+            torch.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        self._evaluate(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+        self._evaluate(batch, "test")
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.model.parameters())
@@ -99,3 +138,9 @@ class Classifier(L.LightningModule):
     def steps_per_batch(scheduler_factory) -> bool:
         """A one-cycle schedule steps every batch and needs the run's total steps; the others step per epoch."""
         return getattr(scheduler_factory, "func", None) is torch.optim.lr_scheduler.OneCycleLR
+
+
+def metric_name(stage: str, kind: str) -> str:
+    """'val', 'acc' -> 'val_acc'; 'val_train_mode', 'acc' -> 'val_acc_train_mode' (the key in metrics.json)."""
+    stage, train_mode, _ = stage.partition("_train_mode")
+    return f"{stage}_{kind}{train_mode}"
