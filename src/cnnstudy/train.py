@@ -17,7 +17,6 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -27,8 +26,9 @@ from cnnstudy.callbacks import RunRecorder, StopOnSignal
 from cnnstudy.checkpoints import CONFIG_KEY, AtomicCheckpointIO, load_checkpoint
 from cnnstudy.config import CONF_DIR, check_overrides, register_resolvers
 from cnnstudy.errors import Interrupted, StorageError, UserError, exit_on_user_error, fail, find_user_error
+from cnnstudy.loggers import log_hyperparams
 from cnnstudy.module import Diverged
-from cnnstudy.record import RunRecord, read_record, record_failure, run_name, same_run
+from cnnstudy.record import RunRecord, read_record, record_failure, same_run
 
 log = logging.getLogger("cnnstudy")
 
@@ -43,21 +43,26 @@ def route_library_logs() -> None:
     logging.captureWarnings(True)  # library warnings too: stdout and train.log, not stderr
 
 
+# The numbers every run's hyperparameters show, by the short name they show under.
+HPARAM_KEYS = {
+    "lr": "optim.lr",
+    "weight_decay": "optim.weight_decay",
+    "batch_size": "data.batch_size",
+    "max_epochs": "trainer.max_epochs",
+    "seed": "seed",
+}
+
+
 def hparams(cfg: DictConfig, choices: dict, overrides: list[str], params: int, status: str) -> dict:
-    """What the TensorBoard HPARAMS tab shows per run: the group choices, the numbers that vary, the status."""
+    """What the HPARAMS tab (and every logger's hyperparameters) shows per run: the group choices, the numbers
+    that vary, the status; one column per setting (an override of optim.lr is the `lr` column, not a second one)."""
     flat = {group: choices[group] for group in ("model", "data", "optim", "scheduler") if group in choices}
     flat["status"] = status
-    flat.update(
-        lr=cfg.optim.lr,
-        weight_decay=cfg.optim.get("weight_decay", 0.0),
-        batch_size=cfg.data.batch_size,
-        max_epochs=cfg.trainer.max_epochs,
-        seed=cfg.seed,
-        params=params,
-    )
+    flat.update({name: OmegaConf.select(cfg, key, default=0.0) for name, key in HPARAM_KEYS.items()})
+    flat["params"] = params
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if not key.startswith(("hydra.", "data.root")):
+        if not key.startswith(("hydra.", "data.root")) and key not in HPARAM_KEYS.values():
             flat.setdefault(key, value)
     return flat
 
@@ -98,16 +103,17 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
         record = RunRecord(output_dir, {"overrides": overrides, "choices": choices, "params": params, "config": config})
         if resume_from and previous:
             record.load_state_dict({"epochs": previous.get("epochs") or [], "seconds": previous.get("seconds") or 0})
-        logger = TensorBoardLogger(output_dir, name="tb", version=run_name(overrides), default_hp_metric=False)
+        loggers = [build(f"logger.{name}", c) for name, c in (cfg.get("logger") or {}).items()]
         callbacks = [build(f"callbacks.{name}", c) for name, c in cfg.callbacks.items()]
         callbacks += [RunRecorder(record, run_info={"config": config, "choices": choices}), stop]
         callbacks += [build(f"probes.{name}", c) for name, c in (cfg.get("probes") or {}).items()]
-        trainer = build("trainer", cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+        trainer = build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
         record.header["processes"] = trainer.world_size  # > 1 under DDP
 
         def finish(status: str, metrics: dict, **fields) -> dict:
-            logger.log_hyperparams(hparams(cfg, choices, overrides, params, status), metrics)
-            logger.finalize("success" if status == "completed" else "failed")
+            for logger in loggers:
+                log_hyperparams(logger, hparams(cfg, choices, overrides, params, status), metrics)
+                logger.finalize("success" if status == "completed" else "failed")
             return record.write(status, steps=trainer.global_step, **fields)
 
         try:

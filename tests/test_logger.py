@@ -1,0 +1,51 @@
+"""The `logger` config group: a run logged to CSV or MLflow is read back through that logger's own format
+or API, and holds the same per-epoch val_acc as the run's metrics.json."""
+
+import csv
+import json
+
+import pytest
+
+from conftest import run_cli
+
+RUN = ["model=nobn", "trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+       "trainer.limit_test_batches=1"]  # fmt: skip
+RUN_NAME = ",".join(sorted(RUN))  # the logger choice is not part of it
+
+
+def train(run_dir, data_root, logger: str) -> dict:
+    result = run_cli("cnnstudy.train", f"logger={logger}", *RUN, f"hydra.run.dir={run_dir}", f"data.root={data_root}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_csv_logger_holds_the_epochs_val_acc(tmp_path, data_root):
+    record = train(tmp_path, data_root, "csv")
+    assert not (tmp_path / "tb").exists()
+    with open(tmp_path / "csv" / RUN_NAME / "metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("val_acc")]
+    assert [(int(r["epoch"]), float(r["val_acc"])) for r in rows] == [
+        (e["epoch"], pytest.approx(e["val_acc"], rel=1e-6)) for e in record["epochs"]
+    ]
+    assert (tmp_path / "csv" / RUN_NAME / "hparams.yaml").read_text().count("status: completed") == 1
+
+
+def test_mlflow_logger_holds_the_epochs_val_acc_and_the_hparams(tmp_path, data_root):
+    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra: pip install 'cnnstudy[mlflow]'")
+    record = train(tmp_path, data_root, "mlflow")
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("cnnstudy").experiment_id])
+    assert run.info.run_name == RUN_NAME and run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "val_acc")
+    assert [m.value for m in history] == [pytest.approx(e["val_acc"], rel=1e-6) for e in record["epochs"]]
+    assert run.data.params["status"] == "completed" and float(run.data.params["lr"]) == record["config"]["optim"]["lr"]
+    assert run.data.metrics["hp/test_acc"] == pytest.approx(record["test_acc"], rel=1e-6)
+
+
+def test_loggers_combine_and_stay_out_of_the_run_identity(tmp_path, data_root):
+    record = train(tmp_path, data_root, "[tensorboard,csv]")
+    assert (tmp_path / "tb" / RUN_NAME).is_dir() and (tmp_path / "csv" / RUN_NAME / "metrics.csv").is_file()
+    # the same run with another logger is the same run: reported, not retrained, not refused
+    again = run_cli("cnnstudy.train", "logger=csv", *RUN, f"hydra.run.dir={tmp_path}", f"data.root={data_root}")
+    assert again.returncode == 0 and "already completed" in again.stdout, again.stderr[-2000:]
+    assert json.loads((tmp_path / "metrics.json").read_text()) == record
