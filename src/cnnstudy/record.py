@@ -37,6 +37,7 @@ RUNTIME_KEYS = (
     "data.download",
     "probes",
     "callbacks.model_checkpoint.dirpath",  # inside the run dir, wherever that is
+    "logger",  # where the curves are written (their run names hold the seed)
 )
 # One draw of a setup: the jobs of a group differ only in these (the shuffle order follows the seed).
 SEED_KEYS = ("seed", "data.shuffle_seed")
