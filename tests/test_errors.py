@@ -89,6 +89,7 @@ TOOLS = [
     (["cnnstudy.summary", "model.dropout=3"], "model.dropout"),
     (["cnnstudy.evaluate", "ckpt_path=/no/such.ckpt"], "/no/such.ckpt"),
     (["cnnstudy.visualize", "ckpt_path=/no/such.ckpt"], "/no/such.ckpt"),
+    (["cnnstudy.visualize", "index=abc"], "index"),
     (["cnnstudy.report", "/no/such/sweep"], "/no/such/sweep"),
     (["cnnstudy.report", "--trains-above", "abc", "/tmp"], "--trains-above"),
     (["cnnstudy.bench", "--rounds", "x"], "--rounds"),
@@ -96,8 +97,9 @@ TOOLS = [
 
 
 @pytest.mark.parametrize(("args", "named"), TOOLS, ids=[" ".join(a) for a, _ in TOOLS])
-def test_a_bad_value_to_a_tool_is_one_line(args, named, data_root):
-    assert named in one_line(run_cli(*args))
+def test_a_bad_value_to_a_tool_is_one_line(args, named, data_root, tmp_path):
+    assert named in one_line(run_cli(*args, cwd=tmp_path))
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
 def test_bench_without_data_is_one_line(tmp_path):

@@ -71,11 +71,16 @@ def main(argv: list[str]) -> None:
     unknown = set(args) - {"data", "index", "ckpt_path", "out", "data.root"}
     if unknown:
         fail(f"unknown argument(s) {', '.join(sorted(unknown))}: use data=, index=, ckpt_path=, out=, data.root=")
+    index, ckpt_path = args.get("index", "0"), args.get("ckpt_path")
+    if not index.isdigit():
+        fail(f"index={index!r} must be a whole number >= 0")
+    if ckpt_path and not Path(ckpt_path).is_file():  # before anything is written
+        fail(f"checkpoint {ckpt_path} does not exist")
     with exit_on_user_error():
         written = visualize(
             args.get("data", "mnist"),
-            int(args.get("index", 0)),
-            args.get("ckpt_path"),
+            int(index),
+            ckpt_path,
             Path(args.get("out", "visualize")),
             args.get("data.root", default_root()),
         )
