@@ -571,3 +571,11 @@ def test_the_edge_is_plotted_against_the_budget_for_series_that_differ_only_in_i
     for job in [p for p in tmp_path.iterdir() if p.name.isdigit() and int(p.name) < 15]:  # bn at 100 steps only
         shutil.copytree(job, one_budget / job.name)
     assert "edge_vs_budget.png" not in report(one_budget).plots
+
+
+def test_run_time_overrides_neither_split_nor_name_groups(tmp_path):
+    """A sweep resumed with threads=1 (or another logger, data.root): the same groups, named as before."""
+    for number, (model, extra) in enumerate([("bn", []), ("bn", ["threads=1"]), ("nobn", ["logger=csv"])]):
+        overrides = [f"model={model}", f"seed={number}", *extra]
+        write_job(tmp_path, number, overrides, **completed(0.9, number))
+    assert [(g.label, g.n) for g in report(tmp_path).groups] == [("model=bn", 2), ("model=nobn", 1)]

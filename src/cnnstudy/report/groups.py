@@ -10,7 +10,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from cnnstudy.record import setup_identity
+from cnnstudy.record import RUNTIME_KEYS, setup_identity
 from cnnstudy.report.records import Job
 from cnnstudy.report.stats import Summary, summarise
 
@@ -30,9 +30,11 @@ def override_key(override: str) -> str:
 
 
 def group_overrides(overrides: list[str], drop: tuple[str, ...] = ("seed",)) -> tuple[str, ...]:
-    """The overrides that name a group: the rule of record.run_name (no hydra.*, no data.root), minus `drop`."""
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "data.root"))]
-    return tuple(sorted(o for o in kept if override_key(o) not in drop))
+    """The overrides that name a group: none of hydra.* or of the run-time keys (threads, data.root, logger, ...),
+    which do not change what a job computes, and none of `drop`."""
+    runtime = tuple(f"{key}." for key in RUNTIME_KEYS)
+    kept = [o for o in overrides if not override_key(o).startswith(("hydra.", *runtime))]
+    return tuple(sorted(o for o in kept if override_key(o) not in (*drop, *RUNTIME_KEYS)))
 
 
 def sort_key(overrides: tuple[str, ...]) -> list[tuple]:
