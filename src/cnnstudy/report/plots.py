@@ -148,12 +148,13 @@ def plot_edge_vs_budget(series: list[LrSeries], path: Path) -> bool:
     for i, points in enumerate(lines.values()):
         inside = [(steps, s.edge) for steps, s in points if math.isfinite(s.edge.log_lr)]  # beyond a grid: no point
         edges = [10**edge.log_lr for _, edge in inside]
-        low = [e - 10 ** max(edge.interval[0], -99) for e, (_, edge) in zip(edges, inside, strict=True)]
-        high = [10 ** min(edge.interval[1], 99) - e for e, (_, edge) in zip(edges, inside, strict=True)]
+        # an interval end beyond the grid is drawn to the grid's end
+        low = [e - max(10 ** edge.interval[0], edge.grid[0]) for e, (_, edge) in zip(edges, inside, strict=True)]
+        high = [min(10 ** edge.interval[1], edge.grid[1]) - e for e, (_, edge) in zip(edges, inside, strict=True)]
         ax.errorbar([steps for steps, _ in inside], edges, yerr=[low, high], marker="o", capsize=3, color=colors(i))
         ax.lines[-1].set_label(points[0][1].label)
     ax.set(xscale="log", yscale="log", xlabel="training steps (budget)", ylabel="50 % edge: largest lr that trains")
-    ax.set_title("edge vs budget; error bar = 95 % bootstrap interval over seeds")
+    ax.set_title("50 % edge vs budget; bar: 95 % bootstrap interval (cut at the grid)", fontsize="medium")
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=100)
     return True
