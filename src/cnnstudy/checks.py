@@ -11,7 +11,8 @@ def is_number(value) -> bool:
 
 def whole(key: str, value, at_least: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < at_least:
-        raise UserError(f"{key}={value!r} must be a whole number >= {at_least}")
+        kind = "a positive whole number" if at_least == 1 else f"a whole number >= {at_least}"
+        raise UserError(f"{key}={value!r} must be {kind}")
     return value
 
 

@@ -33,6 +33,8 @@ CONF_DIR = find_conf_dir()
 # torch's schedulers take these unchecked, then divide by zero (step_size=0) or train with a negative lr
 # (gamma < 0) once training runs
 SCHEDULER_CHECKS = {"step_size": whole, "T_max": whole, "gamma": positive, "max_lr": positive}
+# values builders.check_config answers with their range (e.g. "optim.lr='fast' must be a positive number")
+ANSWERED_LATER = ("optim.lr",)
 NOISE = ("Config search path", "provider=", "Set the environment", "See https", "full_key", "object_type")
 
 
@@ -160,7 +162,7 @@ def _check_values(cfg, defaults, overrides: list[str]) -> None:
     The trainer's keys are Lightning's to check: several take a number or a word (devices=auto)."""
     for override in overrides:
         key = override.partition("=")[0]
-        if override.startswith(("+", "~")) or key.startswith("trainer."):
+        if override.startswith(("+", "~")) or key.startswith("trainer.") or key in ANSWERED_LATER:
             continue
         default = OmegaConf.select(defaults, key, throw_on_resolution_failure=False)
         value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
