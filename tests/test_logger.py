@@ -32,6 +32,7 @@ def test_csv_logger_holds_the_epochs_val_acc(tmp_path, data_root):
 
 def test_mlflow_logger_holds_the_epochs_val_acc_and_the_hparams(tmp_path, data_root):
     import mlflow  # in the dev extra: `make test` has it
+
     record = train(tmp_path, data_root, "mlflow")
     client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("cnnstudy").experiment_id])
