@@ -143,13 +143,17 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
             searchpath += list(override.value())
     # Hydra puts both after cnnstudy's conf/: a user's config of the same name as one of ours is not used.
     extra = [f"hydra.searchpath=[{','.join(repr(str(p)) for p in searchpath)}]"] if searchpath else []
+    defaults_of = {}  # group choices -> their config without value overrides: composed once per choice set
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for variant in _variants(ours, multirun):
             try:
                 cfg = compose(config_name, overrides=extra + variant, return_hydra_config=True)
                 groups = set(cfg.hydra.runtime.choices)
                 values = [o for o in variant if o.lstrip("+~").partition("=")[0] not in groups]
-                defaults = compose(config_name, overrides=extra + [o for o in variant if o not in values])
+                choices = tuple(o for o in variant if o not in values)
+                if values and choices not in defaults_of:
+                    defaults_of[choices] = compose(config_name, overrides=extra + list(choices))
+                defaults = defaults_of.get(choices)
             except (HydraException, OmegaConfBaseException) as e:
                 cause = f"; {e.__cause__}" if e.__cause__ is not None else ""
                 fail(one_line(f"{e}{cause}"))

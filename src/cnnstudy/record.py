@@ -152,6 +152,10 @@ class RunRecord:
         self.seconds += seconds
         self.write("running")
 
+    def continue_from(self, previous: dict) -> None:
+        """Go on from a metrics.json this run wrote before (resumed, or recorded failed)."""
+        self.load_state_dict({"epochs": previous.get("epochs") or [], "seconds": previous.get("seconds") or 0.0})
+
     def state_dict(self) -> dict:
         return {"epochs": self.epochs, "seconds": self.seconds}
 
@@ -164,9 +168,8 @@ def record_failure(run_dir: Path, header: dict, error: str) -> None:
     existing = read_record(run_dir)
     if existing is not None and existing.get("overrides") != header.get("overrides"):
         return
-    record = RunRecord(run_dir, {**header, **(existing or {})})
-    if existing:
-        record.load_state_dict({"epochs": existing.get("epochs") or [], "seconds": existing.get("seconds") or 0.0})
-    for key in ("status", "epochs", "best_val_acc", "seconds", "error"):
-        record.header.pop(key, None)
+    outcome = ("status", "epochs", "best_val_acc", "seconds", "error")  # rewritten by the failed record
+    kept = {k: v for k, v in (existing or {}).items() if k not in outcome}
+    record = RunRecord(run_dir, {**header, **kept})
+    record.continue_from(existing or {})
     record.write("failed", error=error)

@@ -102,7 +102,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
         params = count_parameters(module.model)
         record = RunRecord(output_dir, {"overrides": overrides, "choices": choices, "params": params, "config": config})
         if resume_from and previous:
-            record.load_state_dict({"epochs": previous.get("epochs") or [], "seconds": previous.get("seconds") or 0})
+            record.continue_from(previous)
         loggers = [build(f"logger.{name}", c) for name, c in (cfg.get("logger") or {}).items()]
         callbacks = [build(f"callbacks.{name}", c) for name, c in cfg.callbacks.items()]
         callbacks += [RunRecorder(record, run_info={"config": config, "choices": choices}), stop]
@@ -143,7 +143,7 @@ def fit_and_test(trainer: L.Trainer, module, datamodule, record: RunRecord, resu
             raise
     if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher) and (written := read_record(output_dir)):
         # ddp_spawn trained in worker processes: this process's recorder saw no epoch, rank 0's wrote them
-        record.load_state_dict(written)
+        record.continue_from(written)
     best_val_acc = {"hp/best_val_acc": record.best_val_acc or 0.0}
     if diverged is not None:
         log.warning("%s: %s", output_dir, diverged)
