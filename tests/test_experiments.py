@@ -25,6 +25,7 @@ JOBS = {
     "noisy_bn": 9,
     "norm_batch_size": 60,
     "init_sensitivity": 30,
+    "speedrun": 3,
 }
 
 
