@@ -221,6 +221,10 @@ def test_landscape_table_and_plot_from_the_probes_events(tmp_path):
     assert table_row(section, "model.norm=bn")[5] == "30.0000 ± 14.1421"
     # none: ranges 1.5 and 3.5 -> 2.5 ± 1.4142
     assert table_row(section, "model.norm=none")[3] == "2.5000 ± 1.4142"
+    # BN minus no BN, Welch over the two seeds: loss range 0.25 - 2.5; beta 30 vs 30, no difference
+    tests = table_row(section, "`model.norm=bn` vs `model.norm=none`")
+    assert tests[1] == "-2.25, p = 0.27: not resolved at n = 2 vs 2"
+    assert tests[3] == "+0, p = 1: not resolved at n = 2 vs 2"
     # archived: the scalars kept in a compact file, no event files, the same table
     archived = archive(tmp_path, tmp_path.parent / "archive") / tmp_path.name
     assert not list(archived.rglob("events.out.tfevents.*")) and len(list(archived.rglob("landscape.json"))) == 4
@@ -579,3 +583,22 @@ def test_run_time_overrides_neither_split_nor_name_groups(tmp_path):
         overrides = [f"model={model}", f"seed={number}", *extra]
         write_job(tmp_path, number, overrides, **completed(0.9, number))
     assert [(g.label, g.n) for g in report(tmp_path).groups] == [("model=bn", 2), ("model=nobn", 1)]
+
+
+def test_one_factor_comparisons_pair_groups_differing_in_one_key_besides_the_lr(synthetic_sweep):
+    result = report(synthetic_sweep)
+    # bn vs nobn at each lr differ in model.norm only; bn at 1e-3 vs bn at 1e-2 only in the lr: not paired
+    found = {(c.first.label, c.second.label, c.key) for c in result.one_factor}
+    assert found == {
+        ("model=bn optim.lr=1e-3", "model=nobn optim.lr=1e-3", "model.norm"),
+        ("model=bn optim.lr=1e-2", "model=nobn optim.lr=1e-2", "model.norm"),
+    }
+    section = (synthetic_sweep / "report.md").read_text().split("## One-factor comparisons")[1]
+    row = table_row(section, "`model=bn optim.lr=1e-2` vs `model=nobn optim.lr=1e-2`")
+    # test acc 92 ± 2 vs 85 ± 5 %: +7 points, Welch p = 0.12; epoch-1 losses equal (0.5, 0.6, 0.7 both)
+    assert row[1:] == [
+        "model.norm: bn vs none",
+        "+7 points, p = 0.12: not resolved at n = 3 vs 3",
+        "+0, p = 1: not resolved at n = 3 vs 3",
+        "+0, p = 1: not resolved at n = 3 vs 3",
+    ]

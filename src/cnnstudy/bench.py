@@ -32,13 +32,11 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-import torchvision
 from hydra.utils import instantiate
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
 from cnnstudy.builders import build_module
 from cnnstudy.config import compose_train
+from cnnstudy.data.notebook import notebook_loader
 from cnnstudy.data.sources import default_root, load
 from cnnstudy.errors import exit_on_user_error, fail
 
@@ -67,30 +65,6 @@ def synchronize(device: str) -> None:
     """Wait for queued GPU work, so that a clock read means the work is done."""
     if device == "cuda":
         torch.cuda.synchronize()
-
-
-class PilImages(Dataset):
-    """CIFAR-10 the torchvision way: a PIL image per sample through the transform."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
-        self.images, self.labels, self.transform = images.permute(0, 2, 3, 1).numpy(), labels.tolist(), transform
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
-
-
-def notebook_loader(cfg) -> DataLoader:
-    transform = torchvision.transforms.Compose(
-        [torchvision.transforms.ToTensor(), torchvision.transforms.Normalize(cfg.data.mean, cfg.data.std)]
-    )
-    if cfg.data.name == "mnist":
-        dataset = torchvision.datasets.MNIST(cfg.data.root, train=True, download=False, transform=transform)
-    else:
-        dataset = PilImages(*load(cfg.data.name, cfg.data.root, True), transform)
-    return DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True)
 
 
 def timed_loop(module, batches, n_batches: int, warmup: int, device: str) -> float:

@@ -9,8 +9,9 @@ In one measurement, on one machine:
             hand-written loop; the bench's notebook path) on the default model, testing after every
             epoch as the notebooks did and stopping at the first epoch with test accuracy >= 99 %
             (at most 10). It runs inside this process, so its time leaves out Python's start-up.
-`--ablation` also runs the speedrun with one of its choices undone at a time (ABLATIONS), every seed, so
-each choice's effect on time and accuracy is measured beside the others.
+`--ablation` also runs the speedrun with one of its choices undone at a time (ABLATIONS), in rounds (per seed:
+the speedrun, then each variant), so each choice's effect on time (a ratio within the round) and accuracy is
+measured beside the others.
 """
 
 import argparse
@@ -26,9 +27,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cnnstudy.bench import notebook_loader
 from cnnstudy.builders import build_module
 from cnnstudy.config import compose_train
+from cnnstudy.data.notebook import notebook_loader
 from cnnstudy.data.sources import default_root, load
 from cnnstudy.errors import exit_on_user_error, fail
 
@@ -94,10 +95,14 @@ def course_loop(max_epochs: int = 10) -> dict:
     return {"wall_s": time.perf_counter() - started, "test_acc": epochs[-1], "epochs": len(epochs)}
 
 
-def summary(runs: list[dict]) -> dict:
+def summary(runs: list[dict], base: list[dict] | None = None) -> dict:
+    """Median and worst wall time and the test accuracies; with `base` (the speedrun's runs of the same rounds),
+    each round's wall-time ratio to it."""
     accs = [r["test_acc"] for r in runs if r["test_acc"] is not None]
+    ratios = [r["wall_s"] / b["wall_s"] for r, b in zip(runs, base, strict=True)] if base else []
     return {
         "runs": runs,
+        "wall_ratio": sorted(ratios),
         "wall_s_median": statistics.median(r["wall_s"] for r in runs),
         "wall_s_max": max(r["wall_s"] for r in runs),
         "test_acc_mean": statistics.mean(accs) if accs else None,
@@ -121,21 +126,28 @@ def main() -> None:
     args = parser.parse_args()
     with exit_on_user_error():
         load("mnist", default_root(), train=True)
-    seeds = [f"seed={seed}" for seed in range(args.seeds)]
-    results = {"speedrun": summary([timed_train(["experiment=speedrun", seed]) for seed in seeds])}
+    variants = {"speedrun": [], **(ABLATIONS if args.ablation else {})}
+    runs = {name: [] for name in variants}
+    for seed in range(args.seeds):  # round by round, so that the machine's drift hits every variant alike
+        for name, overrides in variants.items():
+            runs[name].append(timed_train(["experiment=speedrun", *overrides, f"seed={seed}"]))
+    results = {"speedrun": summary(runs.pop("speedrun"))}
     if not args.no_reference:
         results["default run (model=bn, 10 epochs)"] = summary([timed_train([])])
         results["course loop (default model, to 99 % or 10 epochs)"] = summary([course_loop()])
-    if args.ablation:
-        for name, overrides in ABLATIONS.items():
-            runs = [timed_train(["experiment=speedrun", *overrides, seed]) for seed in seeds]
-            results[f"speedrun with {name}"] = summary(runs)
+    for name, variant_runs in runs.items():
+        results[f"speedrun with {name}"] = summary(variant_runs, base=results["speedrun"]["runs"])
     if args.json:
         print(json.dumps({"threads": torch.get_num_threads(), "data": default_root(), "results": results}))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; wall from command start to exit")
     for name, figures in results.items():
         print(show(name, figures))
+        if ratios := figures["wall_ratio"]:
+            print(
+                f"{'':46} wall / speedrun's in the same round: {statistics.median(ratios):.2f} "
+                f"(range {ratios[0]:.2f}-{ratios[-1]:.2f})"
+            )
         if len(figures["runs"]) == 1 and "epochs" in figures["runs"][0]:
             print(f"{'':46} {figures['runs'][0]['epochs']} epochs")
 

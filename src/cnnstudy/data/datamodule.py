@@ -63,7 +63,7 @@ class ImageDataModule(L.LightningDataModule):
         std: list[float],
         root: str | None = None,
         batch_size: int = 100,
-        eval_batch_size: int = 1000,
+        eval_batch_size: int = 100,
         val_size: float | int = 0.1,
         split_seed: int = 0,
         shuffle_seed: int = 0,

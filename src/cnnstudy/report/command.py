@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cnnstudy.errors import fail
 from cnnstudy.record import METRICS_FILE
-from cnnstudy.report.compare import SeriesComparison, comparisons, lr_series
+from cnnstudy.report.compare import SeriesComparison, comparisons, lr_series, one_factor
 from cnnstudy.report.dashboard import write_dashboard
 from cnnstudy.report.groups import build_groups
 from cnnstudy.report.markdown import REPORT_FILE, Report, fmt, write_markdown
@@ -61,6 +61,7 @@ def report(sweep_dir: Path, trains_above: float = 0.9) -> Report:
         lr_series=series,
         comparisons=comparisons(groups),
         series_comparisons=comparisons(series, SeriesComparison),
+        one_factor=one_factor(groups),
         landscape=landscape_stats(groups),
         plots=[],
     )

@@ -4,7 +4,8 @@ An *lr series* is two or more groups whose setups differ only in `optim.lr`. A *
 or an lr series, with BatchNorm (`model.norm` bn or bn_scratch) and one without (`model.norm=none`) of the
 same model family (`model._target_`) when each is the other's nearest: no other candidate differs from it
 in fewer config keys. It is a *BN comparison* when only normalisation keys (NORM_KEYS) differ; otherwise
-the report names every key that differs and does not call it one.
+the report names every key that differs and does not call it one. A *one-factor comparison* is any two
+groups whose setups differ in exactly one key other than `optim.lr` (learning rates are the lr series').
 """
 
 import json
@@ -155,3 +156,29 @@ def comparisons(items: list, kind: type = GroupComparison) -> list:
 
     pairs = [pair for pair, k in keys.items() if len(k) == fewest(0, pair[0]) == fewest(1, pair[1])]
     return [kind(with_bn[a], without_bn[b], keys[a, b]) for a, b in pairs]
+
+
+@dataclass
+class FactorComparison:
+    """Two groups whose setups differ in exactly one key, in the report's group order."""
+
+    first: Group
+    second: Group
+    key: str
+
+    def welch(self, column: str) -> Welch:
+        """`column` (a COLUMNS key) of the first group against the second, over their completed seeds."""
+        values = [g.stats[column].values if g.stats[column] else [] for g in (self.first, self.second)]
+        return welch(*values)
+
+
+def one_factor(groups: list[Group]) -> list[FactorComparison]:
+    """Every pair of groups with configs whose setups differ in exactly one key other than optim.lr."""
+    found = []
+    with_setup = [g for g in groups if g.setup is not None]
+    for i, a in enumerate(with_setup):
+        for b in with_setup[i + 1 :]:
+            keys = differing_keys(a.setup, b.setup)
+            if len(keys) == 1 and keys[0] != "optim.lr":
+                found.append(FactorComparison(a, b, keys[0]))
+    return found

@@ -4,11 +4,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnstudy.report.compare import NORM_KEYS, Comparison, GroupComparison, LrSeries, SeriesComparison
+from cnnstudy.report.compare import (
+    NORM_KEYS,
+    Comparison,
+    FactorComparison,
+    GroupComparison,
+    LrSeries,
+    SeriesComparison,
+)
 from cnnstudy.report.edge import edge_text, fine_pass, ratio_text
 from cnnstudy.report.groups import COLUMNS, Group, shown, sort_key
 from cnnstudy.report.records import Job
-from cnnstudy.report.stats import LANDSCAPE_COLUMNS, LandscapeRow, Summary, Welch
+from cnnstudy.report.stats import LANDSCAPE_COLUMNS, LandscapeRow, Summary, Welch, welch
 
 REPORT_FILE = "report.md"
 
@@ -26,6 +33,7 @@ class Report:
     lr_series: list[LrSeries]
     comparisons: list[GroupComparison]
     series_comparisons: list[SeriesComparison]
+    one_factor: list[FactorComparison]
     landscape: list[LandscapeRow]
     plots: list[str]
     report: str = ""  # the path of report.md
@@ -108,6 +116,40 @@ def comparisons_section(r: Report) -> list[str]:
     return lines + md_table(header, rows)
 
 
+# The columns a one-factor comparison tests, and the words for "first higher" / "first lower" in each.
+FACTOR_COLUMNS = {"test_acc": ("better", "worse"), "epoch1_train_loss": ("higher", "lower")}
+FACTOR_COLUMNS |= {"last_train_loss": ("higher", "lower")}
+
+
+def factor_test(c: FactorComparison, column: str) -> str:
+    test = c.welch(column)
+    if test.difference is None:
+        return "–"
+    scale, unit = (100, " points") if column == "test_acc" else (1, "")
+    verdict = dict(zip(("better", "worse"), FACTOR_COLUMNS[column], strict=True)).get(test.verdict, test.verdict)
+    return f"{scale * test.difference:+.3g}{unit}, p = {p_value(test)}: {verdict}"
+
+
+def one_factor_section(r: Report) -> list[str]:
+    if not r.one_factor:
+        return []
+    lines = ["", "## One-factor comparisons", ""]
+    lines += [
+        "Every two groups whose configs differ in exactly one key other than optim.lr: the first group minus the",
+        "second, Welch's two-sided t-test over seeds; a verdict only at p < 0.05 (docs/studies.md), otherwise",
+        "not resolved. Each pair is one test: read a table of many pairs with that in mind.",
+        "",
+    ]
+    header = ["first vs second", "key: first vs second"] + [COLUMNS[k][0] for k in FACTOR_COLUMNS]
+    rows = (
+        [f"`{c.first.label}` vs `{c.second.label}`"]
+        + [f"{c.key}: {shown(c.first.setup.get(c.key, '–'))} vs {shown(c.second.setup.get(c.key, '–'))}"]
+        + [factor_test(c, k) for k in FACTOR_COLUMNS]
+        for c in r.one_factor
+    )
+    return lines + md_table(header, rows)
+
+
 def not_finished_section(r: Report) -> list[str]:
     lines = ["", "## Not finished", ""]
     if not r.not_finished:
@@ -164,11 +206,29 @@ def landscape_section(r: Report) -> list[str]:
         "",
     ]
     rows = ([x.label, x.n, x.steps] + [fmt(x.stats[k], False) for k in LANDSCAPE_COLUMNS] for x in r.landscape)
-    return lines + md_table(["group", "n", "probed steps", *LANDSCAPE_COLUMNS], rows)
+    lines += md_table(["group", "n", "probed steps", *LANDSCAPE_COLUMNS], rows)
+    probed = {x.label: x for x in r.landscape}
+    pairs = [(c, probed.get(c.with_bn.label), probed.get(c.without_bn.label)) for c in r.comparisons if c.bn]
+    pairs = [(c, bn, nobn) for c, bn, nobn in pairs if bn and nobn]
+    if pairs:
+        lines += ["", "BN minus no BN per column, Welch's two-sided t-test over seeds (higher/lower: p < 0.05):", ""]
+        rows = ([pair(c)] + [landscape_test(bn, nobn, k) for k in LANDSCAPE_COLUMNS] for c, bn, nobn in pairs)
+        lines += md_table(["with BN vs without", *LANDSCAPE_COLUMNS], rows)
+    return lines
+
+
+def landscape_test(bn: LandscapeRow, nobn: LandscapeRow, column: str) -> str:
+    """One landscape column with BN against without: the difference, p and its verdict."""
+    if bn.stats[column] is None or nobn.stats[column] is None:
+        return "–"
+    test = welch(bn.stats[column].values, nobn.stats[column].values)
+    verdict = {"better": "higher", "worse": "lower"}.get(test.verdict, test.verdict)
+    return f"{test.difference:+.3g}, p = {p_value(test)}: {verdict}"
 
 
 def write_markdown(sweep_dir: Path, r: Report, threshold: float) -> str:
-    lines = header_section(r) + groups_section(r) + comparisons_section(r) + not_finished_section(r)
+    lines = header_section(r) + groups_section(r) + comparisons_section(r) + one_factor_section(r)
+    lines += not_finished_section(r)
     lines += lr_section(r, threshold) + landscape_section(r)
     if r.plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in r.plots]
