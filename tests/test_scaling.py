@@ -53,7 +53,7 @@ def test_submitit_local_launcher_runs_the_sweep(tmp_path, data_root):
 def test_ddp_on_two_cpu_processes_inside_a_multirun(tmp_path, data_root):
     """trainer=ddp next to a one-process job in the same sweep: the known trap (DDP re-running the command
     line, i.e. the whole sweep, in each process) would show as extra job dirs, logs or metrics files."""
-    subset = ["trainer.limit_train_batches=40", "trainer.limit_val_batches=5", "trainer.limit_test_batches=10"]
+    subset = ["trainer.limit_train_batches=40", "trainer.limit_val_batches=50", "trainer.limit_test_batches=100"]
     result = run_cli(*sweep(tmp_path, data_root, "trainer=ddp,default", "model=nobn", *subset))
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1", "multirun.yaml"]
