@@ -126,7 +126,12 @@ def factor_test(c: FactorComparison, column: str) -> str:
     if test.difference is None:
         return "–"
     scale, unit = (100, " points") if column == "test_acc" else (1, "")
-    verdict = dict(zip(("better", "worse"), FACTOR_COLUMNS[column], strict=True)).get(test.verdict, test.verdict)
+    return test_text(test, FACTOR_COLUMNS[column], scale, unit)
+
+
+def test_text(test: Welch, words: tuple[str, str], scale: float = 1, unit: str = "") -> str:
+    """A Welch test as 'difference, p: verdict', the verdict in `words` (first higher, first lower)."""
+    verdict = dict(zip(("better", "worse"), words, strict=True)).get(test.verdict, test.verdict)
     return f"{scale * test.difference:+.3g}{unit}, p = {p_value(test)}: {verdict}"
 
 
@@ -221,9 +226,7 @@ def landscape_test(bn: LandscapeRow, nobn: LandscapeRow, column: str) -> str:
     """One landscape column with BN against without: the difference, p and its verdict."""
     if bn.stats[column] is None or nobn.stats[column] is None:
         return "–"
-    test = welch(bn.stats[column].values, nobn.stats[column].values)
-    verdict = {"better": "higher", "worse": "lower"}.get(test.verdict, test.verdict)
-    return f"{test.difference:+.3g}, p = {p_value(test)}: {verdict}"
+    return test_text(welch(bn.stats[column].values, nobn.stats[column].values), ("higher", "lower"))
 
 
 def write_markdown(sweep_dir: Path, r: Report, threshold: float) -> str:
