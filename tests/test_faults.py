@@ -35,8 +35,18 @@ as_root = pytest.mark.skipif(
 )
 
 
-def start(run_dir: Path, data_root: Path, umask: int | None = None, wrapper: tuple = ()) -> subprocess.Popen:
-    command = [sys.executable, "-m", "cnnstudy.train", f"hydra.run.dir={run_dir}", f"data.root={data_root}", *SMALL]
+def start(
+    run_dir: Path, data_root: Path, umask: int | None = None, wrapper: tuple = (), overrides: tuple = ()
+) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "cnnstudy.train",
+        f"hydra.run.dir={run_dir}",
+        f"data.root={data_root}",
+        *SMALL,
+        *overrides,
+    ]
     return subprocess.Popen(
         [*wrapper, *command],
         cwd=ROOT,
@@ -215,9 +225,11 @@ def test_write_permission_lost_mid_run_fails_in_one_line_and_resumes(tmp_path, d
 
 def test_a_second_process_in_the_same_dir_is_refused(tmp_path, data_root):
     run_dir = tmp_path / "run"
-    first = start(run_dir, data_root)
+    # the first run must outlast the second's start-up (seconds under load), or it would find a finished run
+    first = start(run_dir, data_root, overrides=("trainer.max_epochs=1000",))
     wait_for(lambda: (run_dir / "metrics.json").exists(), first)
     second = run(run_dir, data_root)
+    assert first.poll() is None, "the first run ended before the second was refused"
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=300)
     assert second.returncode == 2
