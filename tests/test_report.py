@@ -489,6 +489,30 @@ def test_bn_comparisons_get_welch_tests_and_the_verdict_rule(tmp_path):
     assert per_lr in markdown
 
 
+def test_each_nets_best_lr_is_chosen_on_validation_among_lrs_where_every_seed_completed(tmp_path):
+    # (model, lr) -> (val accs per epoch, test accs of seeds 0-2): the best val acc never has the best test acc
+    arms = {("bn", "1e-3"): ((0.90, 0.97), [0.97, 0.98, 0.99]), ("bn", "1e-2"): ((0.90, 0.99), [0.90, 0.91, 0.92])}
+    arms |= {("nobn", "1e-3"): ((0.90, 0.96), [0.95, 0.95, 0.98]), ("nobn", "1e-2"): ((0.90, 0.995), [0.5, 0.6, 0.55])}
+    number = 0
+    for (model, lr), (val_accs, accs) in arms.items():
+        for seed, acc in enumerate(accs):
+            overrides = [f"model={model}", f"optim.lr={lr}", f"seed={seed}"]
+            write_job(tmp_path, number, overrides, **completed(acc, seed, val_accs))
+            number += 1
+    diverged = {"diverged_epoch": 1, "error": "train loss is nan", "epochs": epochs(2.0, [0.5])}
+    write_job(tmp_path, number, ["model=nobn", "optim.lr=1e-2", "seed=3"], "diverged", **diverged)
+
+    (comparison,) = report(tmp_path).series_comparisons
+    bn_lr, nobn_lr, test = comparison.at_best_lrs()
+    assert (bn_lr, nobn_lr) == (1e-2, 1e-3)  # no BN's 1e-2 has the highest val acc but a diverged seed
+    assert test.p == pytest.approx(welch_p([0.90, 0.91, 0.92], [0.95, 0.95, 0.98]), rel=1e-9)
+    markdown = (tmp_path / "report.md").read_text()
+    assert (
+        f"BN at 0.01 vs no BN at 0.001, test acc {100 * test.difference:+.3g} points, p = {test.p:.2g}: worse"
+        in markdown
+    )
+
+
 def test_welch_is_not_resolved_below_two_seeds_a_side(synthetic_sweep):
     result = report(synthetic_sweep)
     for c in result.comparisons:  # 3 completed seeds a side: tests run, none resolved at these spreads

@@ -55,6 +55,13 @@ class LrSeries:
         """The largest lr at which every decided seed still trains."""
         return max((p.lr for p in self.points if p.decided and p.trained == p.decided), default=None)
 
+    @property
+    def best(self) -> LrPoint | None:
+        """The point with the highest mean best val acc among those where every job completed: chosen on
+        validation, so that the test accuracy compared at it was not used to choose it."""
+        complete = [p for p in self.points if p.group.n == len(p.group.jobs) and p.group.stats.get("best_val_acc")]
+        return max(complete, key=lambda p: p.group.stats["best_val_acc"].mean, default=None)
+
 
 def lr_point(group: Group, threshold: float) -> LrPoint:
     decided = [j for j in group.jobs if j.status in ("completed", "diverged")]
@@ -137,6 +144,13 @@ class SeriesComparison(Comparison):
         """Test accuracy with BN against without at each lr both series ran."""
         nobn = {p.lr: p.group for p in self.without_bn.points}
         return [(p.lr, welch(test_accs(p.group), test_accs(nobn[p.lr]))) for p in self.with_bn.points if p.lr in nobn]
+
+    def at_best_lrs(self) -> tuple[float, float, Welch] | None:
+        """Test accuracy with BN at its best lr against without BN at its own (`LrSeries.best`)."""
+        bn, nobn = self.with_bn.best, self.without_bn.best
+        if bn is None or nobn is None:
+            return None
+        return bn.lr, nobn.lr, welch(test_accs(bn.group), test_accs(nobn.group))
 
 
 def comparisons(items: list, kind: type = GroupComparison) -> list:

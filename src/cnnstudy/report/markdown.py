@@ -194,6 +194,11 @@ def lr_section(r: Report, threshold: float) -> list[str]:
             lines += [f"(differ in {differences(c)})"]
             tests = (f"{lr:g}: {test.verdict} (p {p_value(test)})" for lr, test in c.per_lr())
             lines += ["", f"Test accuracy with BN vs without, per lr (Welch): {'; '.join(tests)}"]
+            if best := c.at_best_lrs():
+                bn_lr, nobn_lr, test = best
+                result = test_text(test, FACTOR_COLUMNS["test_acc"], 100, " points")
+                lines += ["", "At each one's best lr (highest mean best val acc, every seed completed):"]
+                lines += [f"BN at {bn_lr:g} vs no BN at {nobn_lr:g}, test acc {result}"]
         else:
             lines += ["", f"Not a BN comparison: {pair(c)} differ in {differences(c)}"]
     return lines
