@@ -22,6 +22,7 @@ JOBS = {
     "cifar10_cnn": 15,
     "bn_landscape": 12,
     "bn_lr_cifar": 42,
+    "bn_lr_cifar_layers": 12,
     "noisy_bn": 9,
     "norm_batch_size": 60,
     "init_sensitivity": 30,

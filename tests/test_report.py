@@ -1,6 +1,7 @@
 """The sweep report: numbers on hand-written sweeps, the CLI's errors, and one tiny real sweep."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -227,9 +228,45 @@ def test_landscape_table_and_plot_from_the_probes_events(tmp_path):
     assert tests[3] == "+0, p = 1: not resolved at n = 2 vs 2"
     # archived: the scalars kept in a compact file, no event files, the same table
     archived = archive(tmp_path, tmp_path.parent / "archive") / tmp_path.name
-    assert not list(archived.rglob("events.out.tfevents.*")) and len(list(archived.rglob("landscape.json"))) == 4
+    assert not list(archived.rglob("events.out.tfevents.*")) and len(list(archived.rglob("probes.json"))) == 4
     report(archived)
     assert (archived / "report.md").read_text().split("## Optimisation landscape")[1] == section
+
+
+def test_layer_stats_table_tests_and_plot_count_diverged_jobs(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    # (norm, seed, status) -> grad norm and act std of features.0.0 at steps 0, 5, 10 (nan: the step it diverged)
+    jobs = {
+        ("bn", 0, "completed"): ([1.0, 2.0, 0.5], [0.5, 1.0, 1.0]),
+        ("bn", 1, "completed"): ([1.0, 4.0, 1.0], [0.5, 2.0, 2.0]),
+        ("none", 0, "completed"): ([0.1, 10.0, 100.0], [0.5, 5.0, 50.0]),
+        ("none", 1, "diverged"): ([0.1, 1000.0, math.nan], [0.5, 500.0, math.nan]),
+        ("none", 2, "failed"): ([0.1, 1e9, 1e9], [0.5, 1e9, 1e9]),  # failed: says nothing, left out
+    }
+    for number, ((norm, seed, status), (grad, act)) in enumerate(jobs.items()):
+        fields = completed(0.9, seed) if status == "completed" else {"epochs": epochs(2.0, [0.5])}
+        job = write_job(tmp_path, number, [f"model.norm={norm}", f"seed={seed}"], status, **fields)
+        with SummaryWriter(str(job / "tb" / "run")) as writer:
+            for i, (g, a) in enumerate(zip(grad, act, strict=True)):
+                writer.add_scalar("grad_norm/features.0.0", g, 5 * i)
+                writer.add_scalar("act_std/features.0.0", a, 5 * i)
+    result = report(tmp_path)
+    assert "layer_stats.png" in result.plots
+    assert (tmp_path / "layer_stats.png").read_bytes()[:8] == PNG_SIGNATURE
+    section = (tmp_path / "report.md").read_text().split("## Per-layer norms")[1].split("## Plots")[0]
+    # bn: grad max 2 and 4 -> 3 ± 1.4142; act max 1 and 2 -> 1.5 ± 0.7071
+    bn = ["model.norm=bn", "features.0.0", "2", "3", "1.0000 ± 0.0000", "3.0000 ± 1.4142", "0.5000 ± 0.0000"]
+    assert table_row(section, "model.norm=bn") == [*bn, "1.5000 ± 0.7071"]
+    # none: the completed and the diverged job (its nan step left out), not the failed one: 100 and 1000
+    assert table_row(section, "model.norm=none")[2:6] == ["2", "3", "0.1000 ± 0.0000", "550.0000 ± 636.3961"]
+    # Welch on log10 of the largest values: grad [log 2, log 4] vs [2, 3]
+    p = welch_p([math.log10(2), math.log10(4)], [2.0, 3.0])
+    (tests,) = [line for line in section.splitlines() if line.startswith("| `model.norm=bn` vs")]
+    grad_test = tests.split("|")[3].strip()
+    assert grad_test == f"{math.log10(8) / 2 - 2.5:+.3g}, p = {p:.2g}: " + (
+        "lower" if p < 0.05 else "not resolved at n = 2 vs 2"
+    )
 
 
 def test_no_landscape_without_probes(synthetic_sweep):

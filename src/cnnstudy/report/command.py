@@ -13,7 +13,8 @@ outcome says nothing about the learning rate yet).
 
 Jobs run with `probes=bn` also get landscape.png and a table of the LandscapeProbe's numbers (read from
 their TensorBoard events): loss variation, gradient predictiveness and effective beta-smoothness along
-the gradient, per group, as in Santurkar et al. 2018.
+the gradient, per group, as in Santurkar et al. 2018. Jobs run with LayerStats (`probes=bn` or
+`probes=layer_stats`) get layer_stats.png and a table of each layer's gradient norm and output std.
 
 `--archive DEST` first copies the sweep's records (metrics.json, overrides, multirun.yaml; no checkpoints or
 events) to DEST/<sweep name>/, then reports on DEST: the slices of a study run in separate sittings, and the
@@ -34,11 +35,12 @@ from cnnstudy.report.plots import (
     plot_curves,
     plot_edge_vs_budget,
     plot_landscape,
+    plot_layer_stats,
     plot_stability,
     plot_test_acc_vs_lr,
 )
 from cnnstudy.report.records import MULTIRUN, archive, find_jobs, latest_sweep, sweep_commands
-from cnnstudy.report.stats import landscape_stats
+from cnnstudy.report.stats import landscape_stats, layer_stats
 
 
 def report(sweep_dir: Path, trains_above: float = 0.9) -> Report:
@@ -63,6 +65,7 @@ def report(sweep_dir: Path, trains_above: float = 0.9) -> Report:
         series_comparisons=comparisons(series, SeriesComparison),
         one_factor=one_factor(groups),
         landscape=landscape_stats(groups),
+        layers=layer_stats(groups),
         plots=[],
     )
     if plot_curves(groups, sweep_dir / "curves.png"):
@@ -75,6 +78,8 @@ def report(sweep_dir: Path, trains_above: float = 0.9) -> Report:
             result.plots.append("edge_vs_budget.png")
     if plot_landscape(groups, sweep_dir / "landscape.png"):
         result.plots.append("landscape.png")
+    if plot_layer_stats(result.layers, groups, sweep_dir / "layer_stats.png"):
+        result.plots.append("layer_stats.png")
     write_dashboard(sweep_dir, groups, common)
     result.report = write_markdown(sweep_dir, result, trains_above)
     return result

@@ -1,5 +1,6 @@
 """report.md: the tables, the comparisons with the keys that differ, what did not finish, and the plots."""
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from cnnstudy.report.compare import (
 from cnnstudy.report.edge import edge_text, fine_pass, ratio_text
 from cnnstudy.report.groups import COLUMNS, Group, shown, sort_key
 from cnnstudy.report.records import Job
-from cnnstudy.report.stats import LANDSCAPE_COLUMNS, LandscapeRow, Summary, Welch, welch
+from cnnstudy.report.stats import LANDSCAPE_COLUMNS, LAYER_COLUMNS, LandscapeRow, LayerRow, Summary, Welch, welch
 
 REPORT_FILE = "report.md"
 
@@ -35,6 +36,7 @@ class Report:
     series_comparisons: list[SeriesComparison]
     one_factor: list[FactorComparison]
     landscape: list[LandscapeRow]
+    layers: list[LayerRow]
     plots: list[str]
     report: str = ""  # the path of report.md
 
@@ -234,10 +236,46 @@ def landscape_test(bn: LandscapeRow, nobn: LandscapeRow, column: str) -> str:
     return test_text(welch(bn.stats[column].values, nobn.stats[column].values), ("higher", "lower"))
 
 
+def layers_section(r: Report) -> list[str]:
+    if not r.layers:
+        return []
+    lines = ["", "## Per-layer norms (LayerStats)", ""]
+    lines += [
+        "Per job and layer: the L2 norm of the weight's gradient and the std of the layer's output at the first",
+        "probed step and the largest over the probed steps; mean ± std over the group's completed *and diverged*",
+        "jobs (a net that blows up diverges, and its steps are the answer). inf: a value overflowed.",
+        "",
+    ]
+    rows = ([x.label, x.layer, x.n, x.steps] + [fmt(x.stats[k], False) for k in LAYER_COLUMNS] for x in r.layers)
+    lines += md_table(["group", "layer", "n", "probed steps", *LAYER_COLUMNS], rows)
+    probed = {(x.label, x.layer): x for x in r.layers}
+    pairs = [
+        (c, bn, probed[c.without_bn.label, bn.layer])
+        for c in r.comparisons
+        if c.bn
+        for bn in r.layers
+        if bn.label == c.with_bn.label and (c.without_bn.label, bn.layer) in probed
+    ]
+    if pairs:
+        lines += ["", "BN minus no BN in log10 of each largest value (finite ones), Welch's two-sided t-test over"]
+        lines += ["jobs (higher/lower: p < 0.05):", ""]
+        maxima = [k for k in LAYER_COLUMNS if k.endswith("max")]
+        rows = ([pair(c), bn.layer] + [layer_test(bn, nobn, k) for k in maxima] for c, bn, nobn in pairs)
+        lines += md_table(["with BN vs without", "layer", *(f"log10 {k}" for k in maxima)], rows)
+    return lines
+
+
+def layer_test(bn: LayerRow, nobn: LayerRow, column: str) -> str:
+    """log10 of one largest-value column with BN against without, over the jobs where it is finite."""
+    values = [x.stats[column].values if x.stats[column] else [] for x in (bn, nobn)]
+    test = welch(*[[math.log10(v) for v in side if 0 < v < math.inf] for side in values])
+    return "–" if test.difference is None else test_text(test, ("higher", "lower"))
+
+
 def write_markdown(sweep_dir: Path, r: Report, threshold: float) -> str:
     lines = header_section(r) + groups_section(r) + comparisons_section(r) + one_factor_section(r)
     lines += not_finished_section(r)
-    lines += lr_section(r, threshold) + landscape_section(r)
+    lines += lr_section(r, threshold) + landscape_section(r) + layers_section(r)
     if r.plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in r.plots]
     (sweep_dir / REPORT_FILE).write_text("\n".join(lines) + "\n")

@@ -1,4 +1,5 @@
-"""The report's PNG plots: curves per epoch, test accuracy and stability per lr, the optimisation landscape."""
+"""The report's PNG plots: curves per epoch, test accuracy and stability per lr, the optimisation landscape,
+the per-layer norms."""
 
 import json
 import math
@@ -12,6 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnstudy.report.compare import LrSeries
 from cnnstudy.report.groups import Group
+from cnnstudy.report.stats import LayerRow
 
 
 def colors_for(count: int):
@@ -116,6 +118,36 @@ def plot_landscape(groups: list[Group], path: Path) -> bool:
         axes[2].set(xlabel="training step", ylabel="max ‖Δ∇L‖ / ‖ηg‖", title="effective β-smoothness", yscale="log")
     axes[0].legend(fontsize="small")
     fig.suptitle("along the gradient at the probed step sizes η; band = min–max over η, mean over seeds")
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def plot_layer_stats(rows: list[LayerRow], groups: list[Group], path: Path) -> bool:
+    """LayerStats' gradient norm and output std over the probed steps: a row of panels per group, a line per
+    layer (the median over the group's completed and diverged jobs at each step any of them probed)."""
+    labels = list(dict.fromkeys(x.label for x in rows))
+    if not labels:
+        return False
+    by_label = {g.label: g for g in groups}
+    layers = list(dict.fromkeys(x.layer for x in rows))
+    colors = colors_for(len(layers))
+    fig = Figure(figsize=(12, 3.2 * len(labels)), layout="constrained")
+    axes = fig.subplots(len(labels), 2, squeeze=False, sharex=True, sharey="col")
+    for (grad_ax, act_ax), name in zip(axes, labels, strict=True):
+        jobs = [j.layer_stats for j in by_label[name].jobs if j.status in ("completed", "diverged") and j.layer_stats]
+        for ax, prefix, ylabel in ((grad_ax, "grad_norm/", "‖∇W‖"), (act_ax, "act_std/", "std of the output")):
+            for i, layer in enumerate(layers):
+                per_step = defaultdict(list)
+                for stats in jobs:
+                    for step, value in stats.get(prefix + layer, {}).items():
+                        per_step[step].append(value)
+                xs = sorted(per_step)
+                ax.plot(xs, [statistics.median(per_step[x]) for x in xs], color=colors(i), label=layer)
+            ax.set(yscale="log", ylabel=ylabel, title=f"{name} (n = {len(jobs)})")
+    for ax in axes[-1]:
+        ax.set_xlabel("training step")
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle("per layer, median over jobs (LayerStats)")
     fig.savefig(path, dpi=100)
     return True
 

@@ -1,5 +1,5 @@
-"""Reading a sweep: each job's record (metrics.json, Hydra's overrides, the LandscapeProbe's TensorBoard
-scalars), the sweep commands, and copying the records that a report needs (`archive`)."""
+"""Reading a sweep: each job's record (metrics.json, Hydra's overrides, the probes' TensorBoard scalars), the
+sweep commands, and copying the records that a report needs (`archive`)."""
 
 import json
 import shlex
@@ -16,7 +16,9 @@ from cnnstudy.record import METRICS_FILE
 MULTIRUN = Path("multirun")
 # What a sweep's results are, without checkpoints or events: what `archive` keeps.
 RECORDS = (f"**/{METRICS_FILE}", "**/.hydra/overrides.yaml", "**/multirun.yaml")
-LANDSCAPE_FILE = "landscape.json"  # the probes' scalars of an archived job, instead of its event files
+PROBES_FILE = "probes.json"  # the probes' scalars of an archived job, instead of its event files
+# The scalars of cnnstudy.probes the report reads: LandscapeProbe's, and LayerStats' per-layer norms.
+LANDSCAPE, GRAD_NORM, ACT_STD = "landscape/", "grad_norm/", "act_std/"
 
 
 @dataclass
@@ -26,7 +28,7 @@ class Job:
     overrides: list[str]
     detail: str = ""  # error, diverged epoch or progress: why it is not completed
     metrics: dict = field(default_factory=dict)
-    landscape: dict[str, dict[int, float]] = field(default_factory=dict)  # tag -> {step: value}
+    probes: dict[str, dict[int, float]] = field(default_factory=dict)  # tag -> {step: value}
 
     @property
     def config(self) -> dict | None:
@@ -40,6 +42,14 @@ class Job:
     @property
     def completed(self) -> bool:
         return self.status == "completed"
+
+    @property
+    def landscape(self) -> dict[str, dict[int, float]]:
+        return {tag: steps for tag, steps in self.probes.items() if tag.startswith(LANDSCAPE)}
+
+    @property
+    def layer_stats(self) -> dict[str, dict[int, float]]:
+        return {tag: steps for tag, steps in self.probes.items() if tag.startswith((GRAD_NORM, ACT_STD))}
 
 
 def read_job(job_dir: Path, sweep_dir: Path) -> Job:
@@ -59,7 +69,7 @@ def read_job(job_dir: Path, sweep_dir: Path) -> Job:
     except (OSError, ValueError) as e:
         job.status, job.detail = "unreadable", f"{type(e).__name__}: {e}"
         return job
-    job.metrics, job.status, job.landscape = metrics, metrics.get("status", "unknown"), read_landscape(job_dir)
+    job.metrics, job.status, job.probes = metrics, metrics.get("status", "unknown"), read_probes(job_dir)
     job.overrides = list(metrics.get("overrides") or job.overrides)
     if job.status == "diverged":
         job.detail = f"epoch {metrics.get('diverged_epoch')}: {metrics.get('error', '')}"
@@ -70,10 +80,10 @@ def read_job(job_dir: Path, sweep_dir: Path) -> Job:
     return job
 
 
-def read_landscape(job_dir: Path) -> dict[str, dict[int, float]]:
-    """The LandscapeProbe's scalars: tag -> {step: value}; {} without probes. From the job's TensorBoard events,
-    or in an archive from LANDSCAPE_FILE, where `archive` keeps them instead of the events."""
-    if (compact := job_dir / LANDSCAPE_FILE).exists():
+def read_probes(job_dir: Path) -> dict[str, dict[int, float]]:
+    """The probes' scalars: tag -> {step: value}; {} without probes. From the job's TensorBoard events, or in
+    an archive from PROBES_FILE, where `archive` keeps them instead of the events."""
+    if (compact := job_dir / PROBES_FILE).exists():
         stored = json.loads(compact.read_text())
         return {tag: {int(step): value for step, value in steps.items()} for tag, steps in stored.items()}
     series = defaultdict(dict)
@@ -81,7 +91,7 @@ def read_landscape(job_dir: Path) -> dict[str, dict[int, float]]:
         events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 1, "images": 1})
         events.Reload()
         for tag in events.Tags()["scalars"]:
-            if tag.startswith("landscape/"):  # the LandscapeProbe's scalars (cnnstudy.probes)
+            if tag.startswith((LANDSCAPE, GRAD_NORM, ACT_STD)):
                 series[tag].update((e.step, e.value) for e in events.Scalars(tag))
     return dict(series)
 
@@ -123,9 +133,9 @@ def archive(sweep_dir: Path, dest: Path) -> Path:
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, copy)
     for job_dir in (p.parent for p in sweep_dir.rglob(METRICS_FILE)):
-        if landscape := read_landscape(job_dir):
-            compact = Path(dest) / sweep_dir.name / job_dir.relative_to(sweep_dir) / LANDSCAPE_FILE
-            compact.write_text(json.dumps(landscape, sort_keys=True))
+        if probes := read_probes(job_dir):
+            compact = Path(dest) / sweep_dir.name / job_dir.relative_to(sweep_dir) / PROBES_FILE
+            compact.write_text(json.dumps(probes, sort_keys=True))
     return Path(dest)
 
 

@@ -1,6 +1,8 @@
 """Statistics over seeds: mean ± sample std, Welch's t-test (the statistics rule of docs/studies.md), and the
-LandscapeProbe's numbers per group."""
+probes' numbers per group (LandscapeProbe's, and LayerStats' per layer)."""
 
+import math
+import re
 import statistics
 from dataclasses import dataclass
 
@@ -81,4 +83,48 @@ def landscape_stats(groups) -> list[LandscapeRow]:
             per_job = [landscape_summary(j.landscape) for j in probed]
             stats = {name: summarise([job[name] for job in per_job if name in job]) for name in LANDSCAPE_COLUMNS}
             rows.append(LandscapeRow(g.label, len(per_job), len(probed[0].landscape["landscape/loss_max"]), stats))
+    return rows
+
+
+# Per layer, from LayerStats' scalars: the first probed step's value and the largest over the probed steps.
+LAYER_COLUMNS = ("grad norm, first", "grad norm, max", "act std, first", "act std, max")
+
+
+@dataclass
+class LayerRow:
+    label: str  # the group's
+    layer: str  # the module's name in the model (features.0.0: the first conv)
+    n: int  # probed jobs, completed or diverged (a net that blows up diverges: its steps are the answer)
+    steps: int  # probed training steps of the group's first probed job
+    stats: dict[str, Summary | None]  # LAYER_COLUMNS -> mean ± std over the jobs
+
+
+def natural(name: str) -> list:
+    """features.2.0 before features.10.0: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def layer_summary(series: dict[int, float]) -> tuple[float, float]:
+    """A scalar's value at its first probed step and its largest value (NaN steps left out, inf kept)."""
+    values = [series[step] for step in sorted(series) if not math.isnan(series[step])]
+    return (values[0], max(values)) if values else (math.nan, math.nan)
+
+
+def layer_stats(groups) -> list[LayerRow]:
+    """Per group and layer: LAYER_COLUMNS over the group's completed and diverged jobs that ran LayerStats."""
+    rows = []
+    for g in groups:
+        probed = [j.layer_stats for j in g.jobs if j.status in ("completed", "diverged") and j.layer_stats]
+        layers = sorted({tag.split("/", 1)[1] for stats in probed for tag in stats}, key=natural)
+        for layer in layers:
+            per_job = [
+                layer_summary(stats.get(f"grad_norm/{layer}", {})) + layer_summary(stats.get(f"act_std/{layer}", {}))
+                for stats in probed
+            ]
+            columns = {
+                name: summarise([job[i] for job in per_job if not math.isnan(job[i])])
+                for i, name in enumerate(LAYER_COLUMNS)
+            }
+            steps = len(probed[0].get(f"grad_norm/{layer}", {}))
+            rows.append(LayerRow(g.label, layer, len(probed), steps, columns))
     return rows
