@@ -59,6 +59,7 @@ class Classifier(L.LightningModule):
         self.channels_last = channels_last
         self.eval_also_in_train_mode = eval_also_in_train_mode
         stages = ["train", "val", "test"] + (["val_train_mode", "test_train_mode"] if eval_also_in_train_mode else [])
+        self._logged: set[str] = set()  # the stages whose metrics went to self.log in the current epoch
         self.metrics = nn.ModuleDict(
             {
                 metric_name(stage, kind): MeanMetric()
@@ -84,9 +85,23 @@ class Classifier(L.LightningModule):
         loss_metric, acc_metric = self.metrics[loss_name], self.metrics[acc_name]
         loss_metric.update(loss.detach(), weight=len(labels))
         acc_metric.update(logits.detach(), labels)
-        self.log(loss_name, loss_metric, on_step=False, on_epoch=True, prog_bar=stage in ("train", "val"))
-        self.log(acc_name, acc_metric, on_step=False, on_epoch=True, prog_bar=stage in ("train", "val", "test"))
+        if stage not in self._logged:
+            # Lightning computes a logged Metric at the end of the epoch and resets it, so handing it to
+            # self.log once per epoch is enough; every call moves the metric to the device again, about as
+            # long as the forward of a small batch on a CPU (docs/performance.md).
+            self.log(loss_name, loss_metric, on_step=False, on_epoch=True, prog_bar=stage in ("train", "val"))
+            self.log(acc_name, acc_metric, on_step=False, on_epoch=True, prog_bar=stage in ("train", "val", "test"))
+            self._logged.add(stage)
         return loss
+
+    def on_train_epoch_start(self):
+        self._logged.clear()
+
+    def on_validation_epoch_start(self):
+        self._logged.clear()
+
+    def on_test_epoch_start(self):
+        self._logged.clear()
 
     def _evaluate(self, batch, stage: str) -> None:
         self._step(batch, stage)
