@@ -27,10 +27,11 @@ from pathlib import Path
 
 from cnnstudy.errors import fail
 from cnnstudy.record import METRICS_FILE
+from cnnstudy.report.cells import fmt
 from cnnstudy.report.compare import SeriesComparison, comparisons, lr_series, one_factor
 from cnnstudy.report.dashboard import write_dashboard
 from cnnstudy.report.groups import build_groups
-from cnnstudy.report.markdown import REPORT_FILE, Report, fmt, write_markdown
+from cnnstudy.report.markdown import REPORT_FILE, Report, write_markdown
 from cnnstudy.report.plots import (
     plot_curves,
     plot_edge_vs_budget,

@@ -1,13 +1,11 @@
 """report.md: the tables, the comparisons with the keys that differ, what did not finish, and the plots."""
 
-import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnstudy.report.cells import differences, fmt, md_table, p_value, pair, test_text
 from cnnstudy.report.compare import (
     NORM_KEYS,
-    Comparison,
     FactorComparison,
     GroupComparison,
     LrSeries,
@@ -15,8 +13,9 @@ from cnnstudy.report.compare import (
 )
 from cnnstudy.report.edge import edge_text, fine_pass, ratio_text
 from cnnstudy.report.groups import COLUMNS, Group, shown, sort_key
+from cnnstudy.report.probe_sections import landscape_section, layers_section
 from cnnstudy.report.records import Job
-from cnnstudy.report.stats import LANDSCAPE_COLUMNS, LAYER_COLUMNS, LandscapeRow, LayerRow, Summary, Welch, welch
+from cnnstudy.report.stats import LandscapeRow, LayerRow
 
 REPORT_FILE = "report.md"
 
@@ -43,36 +42,6 @@ class Report:
     @property
     def bn_ratios(self) -> list[SeriesComparison]:
         return [c for c in self.series_comparisons if c.bn]
-
-
-def fmt(stat: Summary | None, percent: bool) -> str:
-    if stat is None:
-        return "–"
-    scale, digits = (100, 2) if percent else (1, 4)
-    std = "–" if stat.std is None else f"{stat.std * scale:.{digits}f}"
-    return f"{stat.mean * scale:.{digits}f} ± {std}"
-
-
-def md_table(header: list[str], rows: Iterable[list]) -> list[str]:
-    def cell(value) -> str:  # an error message must not break the table
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-
-
-def pair(c: Comparison) -> str:
-    return f"`{c.with_bn.label}` vs `{c.without_bn.label}`"
-
-
-def differences(c: Comparison) -> str:
-    """Every key that differs, with its value with BN and without."""
-    a, b = c.with_bn.setup, c.without_bn.setup
-    return "; ".join(f"{key}: {shown(a.get(key, '–'))} vs {shown(b.get(key, '–'))}" for key in c.keys)
-
-
-def p_value(test: Welch) -> str:
-    return "–" if test.p is None else f"{test.p:.2g}"
 
 
 def header_section(r: Report) -> list[str]:
@@ -129,12 +98,6 @@ def factor_test(c: FactorComparison, column: str) -> str:
         return "–"
     scale, unit = (100, " points") if column == "test_acc" else (1, "")
     return test_text(test, FACTOR_COLUMNS[column], scale, unit)
-
-
-def test_text(test: Welch, words: tuple[str, str], scale: float = 1, unit: str = "") -> str:
-    """A Welch test as 'difference, p: verdict', the verdict in `words` (first higher, first lower)."""
-    verdict = dict(zip(("better", "worse"), words, strict=True)).get(test.verdict, test.verdict)
-    return f"{scale * test.difference:+.3g}{unit}, p = {p_value(test)}: {verdict}"
 
 
 def one_factor_section(r: Report) -> list[str]:
@@ -206,76 +169,11 @@ def lr_section(r: Report, threshold: float) -> list[str]:
     return lines
 
 
-def landscape_section(r: Report) -> list[str]:
-    if not r.landscape:
-        return []
-    lines = ["", "## Optimisation landscape (LandscapeProbe, Santurkar et al. 2018)", ""]
-    lines += [
-        "Per job each number is averaged over its probed steps; mean ± std over seeds. Loss range = loss_max −",
-        "loss_min over the probed step sizes (variation of the loss); max gradient change = ‖∇L(θ−ηg) − g‖ at",
-        "the largest η (gradient predictiveness: smaller is more predictive); β-smoothness = max over η of",
-        "‖∇L(θ−ηg) − g‖ / ‖ηg‖.",
-        "",
-    ]
-    rows = ([x.label, x.n, x.steps] + [fmt(x.stats[k], False) for k in LANDSCAPE_COLUMNS] for x in r.landscape)
-    lines += md_table(["group", "n", "probed steps", *LANDSCAPE_COLUMNS], rows)
-    probed = {x.label: x for x in r.landscape}
-    pairs = [(c, probed.get(c.with_bn.label), probed.get(c.without_bn.label)) for c in r.comparisons if c.bn]
-    pairs = [(c, bn, nobn) for c, bn, nobn in pairs if bn and nobn]
-    if pairs:
-        lines += ["", "BN minus no BN per column, Welch's two-sided t-test over seeds (higher/lower: p < 0.05):", ""]
-        rows = ([pair(c)] + [landscape_test(bn, nobn, k) for k in LANDSCAPE_COLUMNS] for c, bn, nobn in pairs)
-        lines += md_table(["with BN vs without", *LANDSCAPE_COLUMNS], rows)
-    return lines
-
-
-def landscape_test(bn: LandscapeRow, nobn: LandscapeRow, column: str) -> str:
-    """One landscape column with BN against without: the difference, p and its verdict."""
-    if bn.stats[column] is None or nobn.stats[column] is None:
-        return "–"
-    return test_text(welch(bn.stats[column].values, nobn.stats[column].values), ("higher", "lower"))
-
-
-def layers_section(r: Report) -> list[str]:
-    if not r.layers:
-        return []
-    lines = ["", "## Per-layer norms (LayerStats)", ""]
-    lines += [
-        "Per job and layer: the L2 norm of the weight's gradient and the std of the layer's output at the first",
-        "probed step and the largest over the probed steps; mean ± std over the group's completed *and diverged*",
-        "jobs (a net that blows up diverges, and its steps are the answer). inf: a value overflowed.",
-        "",
-    ]
-    rows = ([x.label, x.layer, x.n, x.steps] + [fmt(x.stats[k], False) for k in LAYER_COLUMNS] for x in r.layers)
-    lines += md_table(["group", "layer", "n", "probed steps", *LAYER_COLUMNS], rows)
-    probed = {(x.label, x.layer): x for x in r.layers}
-    pairs = [
-        (c, bn, probed[c.without_bn.label, bn.layer])
-        for c in r.comparisons
-        if c.bn
-        for bn in r.layers
-        if bn.label == c.with_bn.label and (c.without_bn.label, bn.layer) in probed
-    ]
-    if pairs:
-        lines += ["", "BN minus no BN in log10 of each largest value (finite ones), Welch's two-sided t-test over"]
-        lines += ["jobs (higher/lower: p < 0.05):", ""]
-        maxima = [k for k in LAYER_COLUMNS if k.endswith("max")]
-        rows = ([pair(c), bn.layer] + [layer_test(bn, nobn, k) for k in maxima] for c, bn, nobn in pairs)
-        lines += md_table(["with BN vs without", "layer", *(f"log10 {k}" for k in maxima)], rows)
-    return lines
-
-
-def layer_test(bn: LayerRow, nobn: LayerRow, column: str) -> str:
-    """log10 of one largest-value column with BN against without, over the jobs where it is finite."""
-    values = [x.stats[column].values if x.stats[column] else [] for x in (bn, nobn)]
-    test = welch(*[[math.log10(v) for v in side if 0 < v < math.inf] for side in values])
-    return "–" if test.difference is None else test_text(test, ("higher", "lower"))
-
-
 def write_markdown(sweep_dir: Path, r: Report, threshold: float) -> str:
     lines = header_section(r) + groups_section(r) + comparisons_section(r) + one_factor_section(r)
     lines += not_finished_section(r)
-    lines += lr_section(r, threshold) + landscape_section(r) + layers_section(r)
+    lines += lr_section(r, threshold)
+    lines += landscape_section(r.landscape, r.comparisons) + layers_section(r.layers, r.comparisons)
     if r.plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in r.plots]
     (sweep_dir / REPORT_FILE).write_text("\n".join(lines) + "\n")
