@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from cnnstudy.builders import build_module
+from cnnstudy.builders import build_module, configure_torch
 from cnnstudy.config import compose_train
 from cnnstudy.data.notebook import notebook_loader
 from cnnstudy.data.sources import default_root, load
@@ -107,6 +107,7 @@ class Stopwatch(L.Callback):
 
 
 def cnnstudy_ips(cfg, n_batches: int, warmup: int, device: str) -> float:
+    configure_torch(cfg)  # the torch settings of a run (cnnstudy.train)
     datamodule, module = instantiate(cfg.data), build_module(cfg)
     stopwatch = Stopwatch(warmup, device)
     with tempfile.TemporaryDirectory() as tmp:

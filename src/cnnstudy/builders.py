@@ -72,6 +72,14 @@ def check_config(cfg: DictConfig) -> None:
         )
 
 
-def set_threads(cfg: DictConfig) -> None:
+def configure_torch(cfg: DictConfig) -> None:
+    """Process-wide torch settings of a run: its CPU threads, and no NaN-filling of new tensors.
+
+    With deterministic algorithms on (trainer.deterministic, on by default) torch also fills every tensor
+    from torch.empty with NaN, a check for code that reads memory it never wrote. No cnnstudy model does
+    (tests/test_determinism.py: the same bits with and without deterministic algorithms), and the fills cost
+    about a sixth of a 100-step MNIST job here (docs/performance.md), so they are off; the deterministic
+    kernels stay."""
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
+    torch.utils.deterministic.fill_uninitialized_memory = False
