@@ -144,7 +144,9 @@ def test_a_signal_interrupts_records_and_resumes_to_the_same_metrics(
     assert_one_line(stderr, "interrupted", signum.name, "resume")
     interrupted = record(run_dir)
     assert interrupted["status"] == "interrupted"
-    assert len(interrupted["epochs"]) == checkpointed_epochs(run_dir) < 3
+    # <= 3: a random moment can fall after the last epoch's checkpoint, while the run tests; the resume
+    # then only tests (it happened in CI once runs got faster)
+    assert len(interrupted["epochs"]) == checkpointed_epochs(run_dir) <= 3
     assert_no_partial_files(run_dir)
 
     resumed = run(run_dir, data_root)
