@@ -646,6 +646,61 @@ def test_run_time_overrides_neither_split_nor_name_groups(tmp_path):
     assert [(g.label, g.n) for g in report(tmp_path).groups] == [("model=bn", 2), ("model=nobn", 1)]
 
 
+# Arms that are levels of one setting (a batch size with its lr and steps) and arms that each change another thing.
+BATCH_ARMS = {
+    "b2": {"data.batch_size": 2, "optim.lr": 0.01 * 2 / 128, "trainer.limit_train_batches": 7680},
+    "b8": {"data.batch_size": 8, "optim.lr": 0.01 * 8 / 128, "trainer.limit_train_batches": 1920},
+    "b128": {"data.batch_size": 128, "optim.lr": 0.01, "trainer.limit_train_batches": 120},
+}
+ABLATION_ARMS = {"base": {}, "no_dropout": {"model.dropout": 0.0}, "gap": {"model.head": "gap"}}
+
+
+def write_arm_sweep(sweep: Path, study: str, arms: dict, test_accs: dict) -> None:
+    """`arm/<study>=<arm>` x model.norm bn, gn x seeds 0-2; each arm's keys set in the recorded config."""
+    number = 0
+    for arm, keys in arms.items():
+        for norm in ("bn", "gn"):
+            for seed, acc in enumerate(test_accs[arm, norm]):
+                config = {"seed": seed, "optim": {"lr": 1e-3}, "model": {"norm": norm, "dropout": 0.5, "head": "fc"}}
+                for key, value in keys.items():
+                    set_dotted(config, key, value)
+                overrides = [f"arm/{study}={arm}", f"model.norm={norm}", f"seed={seed}"]
+                choices = {f"arm/{study}": arm, "model": "cifar_cnn", "logger": "tensorboard"}
+                write_job(sweep, number, overrides, config=config, choices=choices, **completed(acc, seed))
+                number += 1
+
+
+def test_arms_that_are_levels_of_one_setting_are_compared_and_ablation_arms_are_not(tmp_path):
+    accs = {(arm, norm): [0.60 + 0.01 * seed for seed in range(3)] for arm in BATCH_ARMS for norm in ("bn", "gn")}
+    accs["b2", "bn"] = [0.40, 0.42, 0.44]  # BN at batch 2: mean 42 %, 19 points below the others (61 %)
+    write_arm_sweep(tmp_path / "levels", "norm_batch_size", BATCH_ARMS, accs)
+    result = report(tmp_path / "levels")
+    by_arm = {(c.first.label, c.second.label): c for c in result.one_factor if c.key == "arm/norm_batch_size"}
+    assert len(by_arm) == 6  # b2, b8, b128 pairwise (3) at each norm (2)
+    c = by_arm["arm/norm_batch_size=b128 model.norm=bn", "arm/norm_batch_size=b2 model.norm=bn"]
+    assert c.values == ("b128", "b2") and c.moved == ("data.batch_size", "optim.lr", "trainer.limit_train_batches")
+    assert c.welch("test_acc").difference == pytest.approx(0.19)
+    by_norm = [c for c in result.one_factor if c.key == "model.norm"]
+    assert len(by_norm) == 3  # bn vs gn at each batch size, as before
+    row = table_row(
+        (tmp_path / "levels" / "report.md").read_text().split("## One-factor comparisons")[1],
+        "`arm/norm_batch_size=b128 model.norm=gn` vs `arm/norm_batch_size=b2 model.norm=gn`",
+    )
+    assert row[1] == (
+        "arm/norm_batch_size: b128 vs b2 (data.batch_size: 128 vs 2; optim.lr: 0.01 vs 0.00015625; "
+        "trainer.limit_train_batches: 120 vs 7680)"
+    )
+    assert row[2] == "+0 points, p = 1: not resolved at n = 3 vs 3"
+
+    # no_dropout vs gap changes two things at once: not a one-factor comparison; each vs base is one key
+    ablation_accs = {(arm, norm): [0.6, 0.61, 0.62] for arm in ABLATION_ARMS for norm in ("bn", "gn")}
+    write_arm_sweep(tmp_path / "ablation", "deeper", ABLATION_ARMS, ablation_accs)
+    keys = {(c.first.label, c.second.label): c.key for c in report(tmp_path / "ablation").one_factor}
+    assert keys["arm/deeper=base model.norm=bn", "arm/deeper=no_dropout model.norm=bn"] == "model.dropout"
+    assert ("arm/deeper=gap model.norm=bn", "arm/deeper=no_dropout model.norm=bn") not in keys
+    assert "arm/deeper" not in keys.values()
+
+
 def test_one_factor_comparisons_pair_groups_differing_in_one_key_besides_the_lr(synthetic_sweep):
     result = report(synthetic_sweep)
     # bn vs nobn at each lr differ in model.norm only; bn at 1e-3 vs bn at 1e-2 only in the lr: not paired

@@ -5,7 +5,8 @@ or an lr series, with BatchNorm (`model.norm` bn or bn_scratch) and one without 
 same model family (`model._target_`) when each is the other's nearest: no other candidate differs from it
 in fewer config keys. It is a *BN comparison* when only normalisation keys (NORM_KEYS) differ; otherwise
 the report names every key that differs and does not call it one. A *one-factor comparison* is any two
-groups whose setups differ in exactly one key other than `optim.lr` (learning rates are the lr series').
+groups whose setups differ in exactly one key other than `optim.lr` (learning rates are the lr series'), or
+only in the keys one study arm sets (`arm/<study>=b2` vs `=b128`, overrides otherwise equal).
 """
 
 import json
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnnstudy.record import RUNTIME_KEYS
 from cnnstudy.report.edge import RNG_SEED, Edge, estimate_edge
 from cnnstudy.report.groups import Group, differing_keys, label, override_key
 from cnnstudy.report.records import Job
@@ -174,11 +176,14 @@ def comparisons(items: list, kind: type = GroupComparison) -> list:
 
 @dataclass
 class FactorComparison:
-    """Two groups whose setups differ in exactly one key, in the report's group order."""
+    """Two groups that differ in one factor, in the report's group order: one config key, or one study arm
+    together with the keys that arm sets (`moved`)."""
 
     first: Group
     second: Group
     key: str
+    values: tuple  # the first's and the second's value (or option) of `key`
+    moved: tuple[str, ...] = ()  # for an arm: the config keys that differ with it
 
     def welch(self, column: str) -> Welch:
         """`column` (a COLUMNS key) of the first group against the second, over their completed seeds."""
@@ -186,13 +191,35 @@ class FactorComparison:
         return welch(*values)
 
 
+def one_arm(a: Group, b: Group) -> str | None:
+    """The study's arm group (`arm/<study>`) whose option alone tells `a` and `b` apart: their overrides, less
+    the seed, differ only in it, and so do the options Hydra composed them from."""
+    if not (a.choices and b.choices):
+        return None
+    keys = {override_key(o) for o in set(a.overrides) ^ set(b.overrides)}
+    choices = [{k: v for k, v in g.choices.items() if k not in RUNTIME_KEYS} for g in (a, b)]
+    if len(keys) != 1 or differing_keys(*choices) != sorted(keys):
+        return None
+    return keys.pop() if next(iter(keys)).startswith("arm/") else None
+
+
 def one_factor(groups: list[Group]) -> list[FactorComparison]:
-    """Every pair of groups with configs whose setups differ in exactly one key other than optim.lr."""
-    found = []
+    """Every pair of groups whose setups differ in exactly one key other than optim.lr, or only in the arm of
+    a study whose arms are levels of one setting: every two of its arms (the other overrides equal) differ in
+    the same keys, as norm_batch_size's batch sizes move the batch, its lr and its steps together. Arms that
+    each change a different thing (an ablation: dropout off in one, a GAP head in another) are not one factor
+    two at a time; they are compared key by key, with the baseline."""
+    found, arm_pairs = [], defaultdict(list)  # (arm, the overrides both share) -> [(comparison, keys)]
     with_setup = [g for g in groups if g.setup is not None]
     for i, a in enumerate(with_setup):
         for b in with_setup[i + 1 :]:
             keys = differing_keys(a.setup, b.setup)
             if len(keys) == 1 and keys[0] != "optim.lr":
-                found.append(FactorComparison(a, b, keys[0]))
+                found.append(FactorComparison(a, b, keys[0], (a.setup.get(keys[0], "–"), b.setup.get(keys[0], "–"))))
+            if arm := one_arm(a, b):
+                by_arm = FactorComparison(a, b, arm, (a.choices[arm], b.choices[arm]), tuple(keys))
+                arm_pairs[arm, frozenset(a.overrides) & frozenset(b.overrides)].append(by_arm)
+    for pairs in arm_pairs.values():
+        if len({c.moved for c in pairs}) == 1:  # levels of one setting
+            found += [c for c in pairs if len(c.moved) > 1]
     return found

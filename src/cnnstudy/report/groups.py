@@ -94,6 +94,11 @@ class Group:
         return sorted({j.metrics.get("params") for j in self.completed} - {None})
 
     @property
+    def choices(self) -> dict | None:
+        """The config groups' options (Hydra's choices) its first job that recorded them was composed from."""
+        return next((j.metrics["choices"] for j in self.jobs if j.metrics.get("choices")), None)
+
+    @property
     def lr(self) -> float | None:
         lr = (self.setup or {}).get("optim.lr")
         if lr is None:  # no config: the override, if any

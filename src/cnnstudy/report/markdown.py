@@ -100,21 +100,30 @@ def factor_test(c: FactorComparison, column: str) -> str:
     return test_text(test, FACTOR_COLUMNS[column], scale, unit)
 
 
+def factor_keys(c: FactorComparison) -> str:
+    """'model.norm: bn vs gn', or for an arm 'arm/x: b2 vs b128 (data.batch_size: 2 vs 128; optim.lr: ...)'."""
+    text = f"{c.key}: {shown(c.values[0])} vs {shown(c.values[1])}"
+    if not c.moved:
+        return text
+    first, second = c.first.setup, c.second.setup
+    moved = (f"{k}: {shown(first.get(k, '–'))} vs {shown(second.get(k, '–'))}" for k in c.moved)
+    return f"{text} ({'; '.join(moved)})"
+
+
 def one_factor_section(r: Report) -> list[str]:
     if not r.one_factor:
         return []
     lines = ["", "## One-factor comparisons", ""]
     lines += [
-        "Every two groups whose configs differ in exactly one key other than optim.lr: the first group minus the",
-        "second, Welch's two-sided t-test over seeds; a verdict only at p < 0.05 (docs/studies.md), otherwise",
-        "not resolved. Each pair is one test: read a table of many pairs with that in mind.",
+        "Every two groups whose configs differ in exactly one key other than optim.lr, or only in what one arm of",
+        "the study sets (the keys it moves are named): the first group minus the second, Welch's two-sided",
+        "t-test over seeds; a verdict only at p < 0.05 (docs/studies.md), otherwise not resolved. Each pair is",
+        "one test: read a table of many pairs with that in mind.",
         "",
     ]
     header = ["first vs second", "key: first vs second"] + [COLUMNS[k][0] for k in FACTOR_COLUMNS]
     rows = (
-        [f"`{c.first.label}` vs `{c.second.label}`"]
-        + [f"{c.key}: {shown(c.first.setup.get(c.key, '–'))} vs {shown(c.second.setup.get(c.key, '–'))}"]
-        + [factor_test(c, k) for k in FACTOR_COLUMNS]
+        [f"`{c.first.label}` vs `{c.second.label}`"] + [factor_keys(c)] + [factor_test(c, k) for k in FACTOR_COLUMNS]
         for c in r.one_factor
     )
     return lines + md_table(header, rows)
