@@ -14,6 +14,7 @@ import yaml
 from matplotlib.image import imread
 
 from cnnstudy.report import archive, latest_sweep, main, report
+from cnnstudy.report.compare import arm_levels
 from cnnstudy.report.edge import edge_ratio, edge_text, estimate_edge, fine_pass, ratio_text
 from cnnstudy.report.stats import welch
 
@@ -691,6 +692,14 @@ def test_arms_that_are_levels_of_one_setting_are_compared_and_ablation_arms_are_
         "trainer.limit_train_batches: 120 vs 7680)"
     )
     assert row[2] == "+0 points, p = 1: not resolved at n = 3 vs 3"
+    # the plot's lines: test accuracy per norm against the batch size the arms set, in batch order
+    levels = arm_levels(result.one_factor)
+    assert (levels.arm, levels.key) == ("arm/norm_batch_size", "data.batch_size")
+    means = {name: [g.stats["test_acc"].mean for g in line.values()] for name, line in levels.lines.items()}
+    batches = {name: list(line) for name, line in levels.lines.items()}
+    assert batches == {"model.norm=bn": [2, 8, 128], "model.norm=gn": [2, 8, 128]}
+    assert means == {"model.norm=bn": pytest.approx([0.42, 0.61, 0.61]), "model.norm=gn": pytest.approx([0.61] * 3)}
+    assert "test_acc_by_arm.png" in result.plots
 
     # no_dropout vs gap changes two things at once: not a one-factor comparison; each vs base is one key
     ablation_accs = {(arm, norm): [0.6, 0.61, 0.62] for arm in ABLATION_ARMS for norm in ("bn", "gn")}

@@ -28,7 +28,7 @@ from pathlib import Path
 from cnnstudy.errors import fail
 from cnnstudy.record import METRICS_FILE
 from cnnstudy.report.cells import fmt
-from cnnstudy.report.compare import SeriesComparison, comparisons, lr_series, one_factor
+from cnnstudy.report.compare import SeriesComparison, arm_levels, comparisons, lr_series, one_factor
 from cnnstudy.report.dashboard import write_dashboard
 from cnnstudy.report.groups import build_groups
 from cnnstudy.report.markdown import REPORT_FILE, Report, write_markdown
@@ -38,6 +38,7 @@ from cnnstudy.report.plots import (
     plot_landscape,
     plot_layer_stats,
     plot_stability,
+    plot_test_acc_by_arm,
     plot_test_acc_vs_lr,
 )
 from cnnstudy.report.records import MULTIRUN, archive, find_jobs, latest_sweep, sweep_commands
@@ -77,6 +78,9 @@ def report(sweep_dir: Path, trains_above: float = 0.9) -> Report:
         result.plots += ["test_acc_vs_lr.png", "stability.png"]
         if plot_edge_vs_budget(series, sweep_dir / "edge_vs_budget.png"):
             result.plots.append("edge_vs_budget.png")
+    if levels := arm_levels(result.one_factor):
+        plot_test_acc_by_arm(levels, sweep_dir / "test_acc_by_arm.png")
+        result.plots.append("test_acc_by_arm.png")
     if plot_landscape(groups, sweep_dir / "landscape.png"):
         result.plots.append("landscape.png")
     if plot_layer_stats(result.layers, groups, sweep_dir / "layer_stats.png"):

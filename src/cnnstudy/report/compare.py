@@ -223,3 +223,28 @@ def one_factor(groups: list[Group]) -> list[FactorComparison]:
         if len({c.moved for c in pairs}) == 1:  # levels of one setting
             found += [c for c in pairs if len(c.moved) > 1]
     return found
+
+
+@dataclass
+class ArmLevels:
+    """A study's arm whose options are levels of one setting, as lines to plot: per combination of the other
+    overrides that tell groups apart (the line's label), its groups by the value of the first key the arm
+    moves (the x)."""
+
+    arm: str
+    key: str
+    lines: dict[str, dict[object, Group]]
+
+
+def arm_levels(comparisons: list[FactorComparison]) -> ArmLevels | None:
+    by_arm = [c for c in comparisons if c.moved]
+    if not by_arm:
+        return None
+    arm, key = by_arm[0].key, by_arm[0].moved[0]
+    lines = defaultdict(dict)
+    for c in by_arm:
+        if c.key == arm:
+            for group in (c.first, c.second):
+                rest = " ".join(o for o in group.label.split() if override_key(o) != arm)
+                lines[rest or "all"][group.setup[key]] = group
+    return ArmLevels(arm, key, {rest: dict(sorted(points.items())) for rest, points in lines.items()})

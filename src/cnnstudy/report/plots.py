@@ -11,7 +11,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure  # pyplot-free: no global state; PNGs are drawn by the Agg canvas
 from matplotlib.ticker import MaxNLocator
 
-from cnnstudy.report.compare import LrSeries
+from cnnstudy.report.compare import ArmLevels, LrSeries
 from cnnstudy.report.groups import Group
 from cnnstudy.report.stats import LayerRow
 
@@ -70,6 +70,26 @@ def plot_test_acc_vs_lr(series: list[LrSeries], path: Path) -> None:
     ax.plot([], [], "x", color="gray", label="diverged (≥ 1 seed)")
     ax.set(xscale="log", xlabel="learning rate", ylabel="test accuracy %")
     ax.set_title("test accuracy vs lr: mean over completed seeds, error bar = std")
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=100)
+
+
+def plot_test_acc_by_arm(levels: ArmLevels, path: Path) -> None:
+    """Test accuracy against the setting a study's arms are levels of (e.g. the batch size), one line per
+    combination of the other overrides."""
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.subplots()
+    colors = colors_for(len(levels.lines))
+    for i, (name, points) in enumerate(levels.lines.items()):
+        done = [(x, g.stats["test_acc"]) for x, g in points.items() if g.stats.get("test_acc")]
+        means, stds = [s.mean * 100 for _, s in done], [(s.std or 0) * 100 for _, s in done]
+        ax.errorbar([x for x, _ in done], means, yerr=stds, marker="o", capsize=3, color=colors(i), label=name)
+    values = sorted({x for points in levels.lines.values() for x in points})
+    if all(isinstance(x, int | float) and x > 0 for x in values) and values[-1] >= 10 * values[0]:
+        ax.set_xscale("log")
+    ax.set_xticks(values, [str(x) for x in values])
+    ax.set(xlabel=f"{levels.key} (set by {levels.arm})", ylabel="test accuracy %")
+    ax.set_title("test accuracy: mean over completed seeds, error bar = std")
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=100)
 
