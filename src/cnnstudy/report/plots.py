@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnstudy.report.compare import ArmLevels, LrSeries
 from cnnstudy.report.groups import Group
-from cnnstudy.report.stats import LayerRow
+from cnnstudy.report.stats import LayerRow, Summary
 
 
 def colors_for(count: int):
@@ -49,21 +49,19 @@ def plot_curves(groups: list[Group], path: Path) -> bool:
     return True
 
 
+def plot_means(ax, points: list[tuple[float, Summary | None]], color, label: str) -> None:
+    """One line of accuracies in %: the mean at each x with a summary, error bar = std over seeds."""
+    done = [(x, summary) for x, summary in points if summary is not None]
+    means, stds = [s.mean * 100 for _, s in done], [(s.std or 0) * 100 for _, s in done]
+    ax.errorbar([x for x, _ in done], means, yerr=stds, marker="o", capsize=3, color=color, label=label)
+
+
 def plot_test_acc_vs_lr(series: list[LrSeries], path: Path) -> None:
     fig = Figure(figsize=(7, 5), layout="constrained")
     ax = fig.subplots()
     colors = colors_for(len(series))
     for i, s in enumerate(series):
-        done = [p for p in s.points if p.test_acc is not None]
-        ax.errorbar(
-            [p.lr for p in done],
-            [p.test_acc.mean * 100 for p in done],
-            yerr=[(p.test_acc.std or 0) * 100 for p in done],
-            marker="o",
-            capsize=3,
-            color=colors(i),
-            label=s.label,
-        )
+        plot_means(ax, [(p.lr, p.test_acc) for p in s.points], colors(i), s.label)
         diverged = [p.lr for p in s.points if p.diverged]
         # x in data, y in axes coordinates: the marker sits at the bottom whatever the accuracy range
         ax.plot(diverged, [0.03] * len(diverged), "x", color=colors(i), ms=9, mew=2, transform=ax.get_xaxis_transform())
@@ -81,9 +79,7 @@ def plot_test_acc_by_arm(levels: ArmLevels, path: Path) -> None:
     ax = fig.subplots()
     colors = colors_for(len(levels.lines))
     for i, (name, points) in enumerate(levels.lines.items()):
-        done = [(x, g.stats["test_acc"]) for x, g in points.items() if g.stats.get("test_acc")]
-        means, stds = [s.mean * 100 for _, s in done], [(s.std or 0) * 100 for _, s in done]
-        ax.errorbar([x for x, _ in done], means, yerr=stds, marker="o", capsize=3, color=colors(i), label=name)
+        plot_means(ax, [(x, g.stats.get("test_acc")) for x, g in points.items()], colors(i), name)
     values = sorted({x for points in levels.lines.values() for x in points})
     if all(isinstance(x, int | float) and x > 0 for x in values) and values[-1] >= 10 * values[0]:
         ax.set_xscale("log")
