@@ -267,10 +267,12 @@ def sweep_overhead(n_jobs: int, steps: int, rounds: int, device: str) -> dict:
     Per round: the sweep (a subprocess through the real entry point), the pure training time of the
     same steps (compute path, steady state) and the pure forward time of validation + test.
     overhead = 1 - training / job wall; eval = evaluation / job wall; rest = the remainder
-    (data set-up, model and Trainer set-up, checkpoints, TensorBoard, metrics.json, Hydra).
+    (data set-up, model and Trainer set-up, checkpoints, TensorBoard, metrics.json, Hydra), where
+    a job's wall is the median of the jobs after the first; rest_all_jobs takes the mean of all.
     """
     cfg = config("bn", "mnist", 100, device)
-    figures = {"job_s": [], "startup_s": [], "train_s": [], "eval_s": [], "overhead": [], "eval": [], "rest": []}
+    names = ("job_s", "first_job_s", "startup_s", "train_s", "eval_s", "overhead", "eval", "rest", "rest_all_jobs")
+    figures = {name: [] for name in names}
     for round_number in range(rounds):
         sweep, train, evaluation = None, None, None
         for part in ("sweep", "pure") if round_number % 2 == 0 else ("pure", "sweep"):
@@ -280,8 +282,14 @@ def sweep_overhead(n_jobs: int, steps: int, rounds: int, device: str) -> dict:
                 torch.manual_seed(0)
                 train = steps * cfg.data.batch_size / compute_ips(cfg, steps, 5, device)
                 evaluation = eval_seconds(cfg, device)
-        job = statistics.mean(sweep["jobs"])
+        # The pure paths are steady state (warm-up batches discarded), so a job is compared with them
+        # from the second on: the first also pays the process's one-time costs (decoding the dataset,
+        # the first use of each kernel), reported apart, like the start-up.
+        first, *steady = sweep["jobs"]
+        job = statistics.median(steady)
         figures["job_s"].append(job)
+        figures["first_job_s"].append(first)
+        figures["rest_all_jobs"].append(1 - (train + evaluation) / statistics.mean(sweep["jobs"]))
         figures["startup_s"].append(sweep["startup"])
         figures["train_s"].append(train)
         figures["eval_s"].append(evaluation)
@@ -326,13 +334,15 @@ def print_report(results, formats, overhead, rounds, n_batches, warmup, quick, d
         o = overhead
         print(f"\nsweep of {o['jobs']} jobs x {o['steps']} training steps (model=bn, mnist), seconds and fractions:")
         print(f"  start-up before the first job  {show(o['startup_s'], 1)} s (once per sweep)")
-        print(f"  job wall time                  {show(o['job_s'], 1)} s")
+        print(f"  first job's wall time          {show(o['first_job_s'], 1)} s (pays the one-time costs)")
+        print(f"  job wall time, jobs 2-{o['jobs']}        {show(o['job_s'], 1)} s")
         print(f"  pure training of its steps     {show(o['train_s'], 1)} s")
         print(f"  pure forward of val + test     {show(o['eval_s'], 1)} s")
         judged = "" if quick else f"   target <= {OVERHEAD_TARGET}: {verdict(o['rest'], OVERHEAD_TARGET, False)}"
         print(f"  overhead = 1 - training / job  {show(o['overhead'])}")
         print(f"    of which validation + test   {show(o['eval'])}  (the job's result: docs/performance.md)")
         print(f"    of which everything else     {show(o['rest'])}{judged}")
+        print(f"    everything else, all jobs    {show(o['rest_all_jobs'])}  (the first job's one-time costs included)")
 
 
 def main() -> None:
@@ -356,7 +366,7 @@ def main() -> None:
     formats = memory_formats(rounds, n_batches, warmup, args.device) if args.formats else []
     overhead = None
     if not args.no_overhead:
-        n_jobs, steps = (2, 20) if args.quick else (4, 100)
+        n_jobs, steps = (2, 20) if args.quick else (5, 100)
         overhead = sweep_overhead(n_jobs, steps, rounds, args.device)
     if args.json:
         print(

@@ -87,7 +87,7 @@ def markdown(report: dict) -> str:
         )
     o = bench["overhead"]
     lines += ["", f"Sweep of {o['jobs']} jobs x {o['steps']} steps (median over the rounds):", ""]
-    for key in ("startup_s", "job_s", "train_s", "eval_s", "overhead", "eval", "rest"):
+    for key in ("startup_s", "first_job_s", "job_s", "train_s", "eval_s", "overhead", "eval", "rest", "rest_all_jobs"):
         lines.append(f"- {key}: {o[key]['median']} [{o[key]['q1']}-{o[key]['q3']}]")
     return "\n".join(lines) + "\n"
 
