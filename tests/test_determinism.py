@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from cnnstudy.builders import build_model, configure_torch
+from cnnstudy.builders import build_model, configure_process
 
 from conftest import run_cli
 
@@ -73,7 +73,7 @@ def train_steps(cfg, fill: bool) -> list[torch.Tensor]:
     + [("model=deep_cnn_bn", "data=mnist", "model.head=gap", "model.norm_placement=after_act")],
 )
 def test_no_model_reads_memory_it_never_wrote(cfg_for, overrides):
-    """cnnstudy turns torch's NaN-filling of new tensors off (builders.configure_torch): safe only if no
+    """cnnstudy turns torch's NaN-filling of new tensors off (builders.configure_process): safe only if no
     model reads uninitialised memory, which would make training differ, or NaN, with the filling on."""
     cfg = cfg_for(*overrides)
     filled, unfilled = train_steps(cfg, fill=True), train_steps(cfg, fill=False)
@@ -83,5 +83,5 @@ def test_no_model_reads_memory_it_never_wrote(cfg_for, overrides):
 
 def test_a_run_does_not_fill_new_tensors(monkeypatch):
     monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)
-    configure_torch(OmegaConf.create({"threads": None}))
+    configure_process(OmegaConf.create({"threads": None}))
     assert torch.utils.deterministic.fill_uninitialized_memory is False

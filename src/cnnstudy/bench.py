@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from cnnstudy.builders import build_module, configure_torch
+from cnnstudy.builders import build_module, configure_process, keep_freed_memory
 from cnnstudy.config import compose_train
 from cnnstudy.data.notebook import notebook_loader
 from cnnstudy.data.sources import default_root, load
@@ -107,7 +107,7 @@ class Stopwatch(L.Callback):
 
 
 def cnnstudy_ips(cfg, n_batches: int, warmup: int, device: str) -> float:
-    configure_torch(cfg)  # the torch settings of a run (cnnstudy.train)
+    configure_process(cfg)  # the process settings of a run (cnnstudy.train)
     datamodule, module = instantiate(cfg.data), build_module(cfg)
     stopwatch = Stopwatch(warmup, device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -356,6 +356,7 @@ def main() -> None:
     parser.error = fail  # a bad option: one line on stderr and exit 2, as every cnnstudy mistake
     args = parser.parse_args()
     rounds, n_batches, warmup = (1, 8, 2) if args.quick else (args.rounds, 30, 5)
+    keep_freed_memory()  # as a run does (conf/train.yaml), for every path: the ratios compare loops, not malloc
     cases = CASES[:2] if args.quick else CASES
     with exit_on_user_error():  # missing data: one line here, not torchvision's traceback from inside a case
         for data in dict.fromkeys(data for _, data, _ in cases):

@@ -9,7 +9,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from cnnstudy.builders import build, build_module, configure_torch
+from cnnstudy.builders import build, build_module, configure_process
 from cnnstudy.checkpoints import CONFIG_KEY, load_checkpoint
 from cnnstudy.config import compose_train
 from cnnstudy.errors import UserError, exit_on_user_error, fail
@@ -43,7 +43,7 @@ def load_module(ckpt_path: str, overrides: list[str]):
 
 def evaluate(ckpt_path: str, overrides: list[str]) -> dict:
     cfg, module = load_module(ckpt_path, overrides)
-    configure_torch(cfg)
+    configure_process(cfg)
     datamodule = build("data", cfg.data)
     datamodule.setup("test")  # missing or bad data answers before the Trainer starts
     trainer = build("trainer", cfg.trainer, logger=False, enable_checkpointing=False)

@@ -32,6 +32,7 @@ STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
 # Not what a run computes: a resumed run may change them (the probes are tested to leave the trajectory unchanged).
 RUNTIME_KEYS = (
     "threads",
+    "keep_freed_memory",
     "data.root",
     "data.num_workers",
     "data.download",

@@ -21,7 +21,7 @@ from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from cnnstudy.builders import build, build_module, check_config, configure_torch, count_parameters
+from cnnstudy.builders import build, build_module, check_config, configure_process, count_parameters
 from cnnstudy.callbacks import RunRecorder, StopOnSignal
 from cnnstudy.checkpoints import CONFIG_KEY, AtomicCheckpointIO, load_checkpoint
 from cnnstudy.config import CONF_DIR, check_overrides, register_resolvers
@@ -94,7 +94,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
         if previous is not None and previous.get("status") == "completed":
             log.info("%s: already completed, test_acc=%.4f (not retrained)", output_dir, previous["test_acc"])
             return previous
-        configure_torch(cfg)
+        configure_process(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build("data", cfg.data)
         datamodule.setup("fit")  # bad data answers now, before anything is written
