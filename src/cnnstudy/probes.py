@@ -3,6 +3,8 @@
     LayerStats      per Conv2d/Linear layer: gradient norm of the weight, mean/std/histogram of the output
     LandscapeProbe  the loss landscape along the gradient, after Santurkar et al. 2018
     FeatureMaps     first-layer filters and per-block feature maps of fixed validation images
+    TestCurve       test accuracy and loss every k training steps (accuracy against steps, Ioffe & Szegedy fig. 1a)
+    SigmoidInputs   percentiles of one last-hidden-layer sigmoid's input on the test images (their fig. 1b, c)
 
 They write straight to the Trainer's loggers at `trainer.global_step` (TensorBoard under the run's `tb/`)
 rather than through `self.log`, so that `log_every_n_steps` does not thin out measurements that are already
@@ -10,6 +12,7 @@ taken only every k steps. None of them changes what training computes: a run wit
 run without them (parameters and buffers, tests/test_probes.py).
 """
 
+import contextlib
 from functools import partial
 
 import lightning as L
@@ -292,3 +295,102 @@ def feature_map_grids(model: nn.Module, images: torch.Tensor, n_channels: int = 
                 maps = x[:, :n_channels]
                 grids[f"{i}_{type(block).__name__}"] = tiles(maps.flatten(0, 1).unsqueeze(1), nrow=maps.shape[1])
     return grids
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module):
+    """`module` in eval mode without gradients for a measurement, every submodule's mode put back afterwards.
+    Eval mode moves no BN statistic and draws no random number: the training that follows is unchanged."""
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def test_batches(trainer: L.Trainer, batch_size: int = 1000):
+    """The test split of the Trainer's ImageDataModule, normalised as in testing, on the model's device."""
+    data = trainer.datamodule
+    device = trainer.lightning_module.device
+    for start in range(0, len(data.test_set), batch_size):
+        images, labels = (
+            data.test_set.images[start : start + batch_size],
+            data.test_set.labels[start : start + batch_size],
+        )
+        yield data.normalize(images.to(device)), labels.to(device)
+
+
+class StepProbe(L.Callback):
+    """Measures at step 0 (before the first update) and after every `every_n_steps`-th optimizer step, logging
+    `measure`'s scalars at that global step."""
+
+    def __init__(self, every_n_steps: int):
+        self.every_n_steps = check_interval("every_n_steps", every_n_steps)
+
+    def measure(self, trainer, pl_module) -> dict[str, float]:
+        raise NotImplementedError
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.global_step == 0:
+            log_scalars(trainer, self.measure(trainer, pl_module))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every_n_steps == 0 and trainer.global_step > 0:
+            log_scalars(trainer, self.measure(trainer, pl_module))
+
+
+class TestCurve(StepProbe):
+    """Test accuracy against training steps: every `every_n_steps` steps (and at step 0) the model, in eval
+    mode, classifies the whole test split of the datamodule; logs test_curve/acc and test_curve/loss.
+    The run's own validation stays once per epoch; its final test_acc is still that of the best checkpoint."""
+
+    __test__ = False  # a callback, not a pytest class
+
+    def measure(self, trainer, pl_module) -> dict[str, float]:
+        correct, loss, count = 0, 0.0, 0
+        with eval_mode(pl_module):
+            for images, labels in test_batches(trainer):
+                logits = pl_module(images)
+                correct += (logits.argmax(1) == labels).sum().item()
+                loss += F.cross_entropy(logits, labels, reduction="sum").item()
+                count += len(labels)
+        return {"test_curve/acc": correct / count, "test_curve/loss": loss / count}
+
+
+class SigmoidInputs(StepProbe):
+    """The distribution of one sigmoid's input over training, as Ioffe & Szegedy 2015 figure 1(b, c) show it:
+    every `every_n_steps` steps (and at step 0), the input of unit `unit` of the model's last nn.Sigmoid (the
+    last hidden layer's) on every test image, with the model in eval mode (BN on its running statistics);
+    logs sigmoid_input/p<q> for each percentile q of `percentiles`."""
+
+    def __init__(self, every_n_steps: int = 500, unit: int = 0, percentiles=(15, 50, 85)):
+        super().__init__(every_n_steps)
+        if isinstance(unit, bool) or not isinstance(unit, int) or unit < 0:
+            raise ValueError(f"unit={unit!r} must be a whole number >= 0")
+        if not percentiles or not all(is_number(q) and 0 <= q <= 100 for q in percentiles):
+            raise ValueError(f"percentiles={list(percentiles)} must be numbers in [0, 100]")
+        self.unit, self.percentiles = unit, tuple(percentiles)
+
+    def setup(self, trainer, pl_module, stage):
+        sigmoids = [m for m in pl_module.model.modules() if isinstance(m, nn.Sigmoid)]
+        if not sigmoids:
+            raise ValueError("SigmoidInputs needs a model with a sigmoid activation (model.activation=sigmoid)")
+        self.sigmoid = sigmoids[-1]
+
+    def measure(self, trainer, pl_module) -> dict[str, float]:
+        inputs = []
+        handle = self.sigmoid.register_forward_pre_hook(lambda module, args: inputs.append(args[0][:, self.unit]))
+        try:
+            with eval_mode(pl_module):
+                for images, _ in test_batches(trainer):
+                    pl_module(images)
+        finally:
+            handle.remove()
+        values = torch.cat(inputs).float()
+        quantiles = torch.quantile(
+            values, torch.tensor(self.percentiles, dtype=values.dtype, device=values.device) / 100
+        )
+        return {f"sigmoid_input/p{q:g}": v.item() for q, v in zip(self.percentiles, quantiles, strict=True)}

@@ -1,4 +1,5 @@
 from cnnstudy.models.convnet import ConvNet
+from cnnstudy.models.mlp import MLP
 from cnnstudy.models.resnet import ResNetDeep
 
-__all__ = ["ConvNet", "ResNetDeep"]
+__all__ = ["MLP", "ConvNet", "ResNetDeep"]

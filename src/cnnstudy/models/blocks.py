@@ -9,7 +9,14 @@ from cnnstudy import checks
 from cnnstudy.errors import UserError
 from cnnstudy.models import batchnorm
 
-ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "elu": nn.ELU}
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "sigmoid": nn.Sigmoid,
+}
 NORMS = ("none", "bn", "bn_scratch", "gn", "ln", "noisy_bn")
 PLACEMENTS = ("before_act", "after_act")
 
@@ -110,7 +117,10 @@ class ConvBlock(nn.Sequential):
 
 
 class ClassifierHead(nn.Sequential):
-    """Flatten -> (Linear -> [norm] -> act) per hidden size -> [Dropout] -> Linear(num_classes)."""
+    """Flatten -> (Linear -> [norm] -> act) per hidden size -> [Dropout] -> Linear(num_classes).
+
+    `bias=False` drops the hidden Linears' biases where a norm follows them (BN's beta is that shift).
+    """
 
     def __init__(
         self,
@@ -121,11 +131,12 @@ class ClassifierHead(nn.Sequential):
         norm: Norm = NO_NORM,
         placement: str = "before_act",
         dropout: float = 0.0,
+        bias: bool = True,
     ):
         layers: list[nn.Module] = [nn.Flatten()]
         for width in hidden:
-            linear = nn.Linear(in_features, width)
             norm_layer = norm.layer(width, 1, where=f"linear {in_features}->{width}")
+            linear = nn.Linear(in_features, width, bias=bias or norm_layer is None)
             layers += ordered(linear, norm_layer, make_activation(activation), placement)
             in_features = width
         if dropout > 0:

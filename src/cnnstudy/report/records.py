@@ -17,8 +17,11 @@ MULTIRUN = Path("multirun")
 # What a sweep's results are, without checkpoints or events: what `archive` keeps.
 RECORDS = (f"**/{METRICS_FILE}", "**/.hydra/overrides.yaml", "**/multirun.yaml")
 PROBES_FILE = "probes.json"  # the probes' scalars of an archived job, instead of its event files
-# The scalars of cnnstudy.probes the report reads: LandscapeProbe's, and LayerStats' per-layer norms.
+# The scalars of cnnstudy.probes the report reads: LandscapeProbe's, LayerStats' per-layer norms, and
+# TestCurve's and SigmoidInputs' (Ioffe & Szegedy's figure 1).
 LANDSCAPE, GRAD_NORM, ACT_STD = "landscape/", "grad_norm/", "act_std/"
+TEST_CURVE, SIGMOID_INPUT = "test_curve/", "sigmoid_input/"
+PROBE_TAGS = (LANDSCAPE, GRAD_NORM, ACT_STD, TEST_CURVE, SIGMOID_INPUT)
 
 
 @dataclass
@@ -91,7 +94,7 @@ def read_probes(job_dir: Path) -> dict[str, dict[int, float]]:
         events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 1, "images": 1})
         events.Reload()
         for tag in events.Tags()["scalars"]:
-            if tag.startswith((LANDSCAPE, GRAD_NORM, ACT_STD)):
+            if tag.startswith(PROBE_TAGS):
                 series[tag].update((e.step, e.value) for e in events.Scalars(tag))
     return dict(series)
 
