@@ -1,12 +1,15 @@
 """Lightning callbacks of cnnstudy."""
 
+import logging
 import os
 import signal
+import sys
 import threading
 import time
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 
 from cnnstudy.checkpoints import CONFIG_KEY
 from cnnstudy.errors import Interrupted
@@ -116,3 +119,46 @@ class StopOnSignal(L.Callback):
 
     def on_test_batch_end(self, *args) -> None:
         self.check()
+
+
+def progress_bar(refresh_rate: int) -> ProgressBar:
+    """tqdm's bar when stdout is a terminal; otherwise (a file, a SLURM log, CI) one line per epoch, since every
+    redraw of the bar would be written into the file."""
+    return TQDMProgressBar(refresh_rate=refresh_rate) if sys.stdout.isatty() else EpochLines()
+
+
+class EpochLines(ProgressBar):
+    """The progress without a terminal: after each training epoch (its validation included) one line on the
+    `cnnstudy` logger (stdout and train.log): epoch, train and val loss and accuracy, the epoch's seconds."""
+
+    def __init__(self):
+        super().__init__()
+        self.enabled = True
+        self._started = None
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not (self.enabled and trainer.is_global_zero):
+            return
+        shown = {}
+        for key in EPOCH_KEYS:
+            value = as_number(trainer.callback_metrics.get(key))
+            shown[key] = "–" if value is None else f"{value * 100:.2f} %" if key.endswith("acc") else f"{value:.4f}"
+        logging.getLogger("cnnstudy").info(
+            "epoch %d/%d: train loss %s, acc %s; val loss %s, acc %s; %.1f s",
+            trainer.current_epoch + 1,
+            trainer.max_epochs,
+            shown["train_loss"],
+            shown["train_acc"],
+            shown["val_loss"],
+            shown["val_acc"],
+            time.perf_counter() - self._started,
+        )
