@@ -25,9 +25,10 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from cnnstudy.errors import fail
+from cnnstudy.errors import UserError, fail
 from cnnstudy.record import METRICS_FILE
 from cnnstudy.report.cells import fmt
+from cnnstudy.report.claims import claims_for, evaluate, load_claims
 from cnnstudy.report.compare import SeriesComparison, arm_levels, comparisons, lr_series, one_factor
 from cnnstudy.report.dashboard import write_dashboard
 from cnnstudy.report.groups import build_groups
@@ -45,8 +46,11 @@ from cnnstudy.report.records import MULTIRUN, archive, find_jobs, latest_sweep, 
 from cnnstudy.report.stats import landscape_stats, layer_stats
 
 
-def report(sweep_dir: Path, trains_above: float = 0.9) -> Report:
-    """Write report.md, the plots and tb_summary/ into `sweep_dir`; returns the numbers behind them."""
+def report(sweep_dir: Path, trains_above: float | None = None, claims: Path | None = None) -> Report:
+    """Write report.md, the plots and tb_summary/ into `sweep_dir`; returns the numbers behind them.
+
+    `claims` is the study's claims file (default: conf/claims/<experiment>.yaml when there is one); its
+    `trains_above` is the threshold unless one is given here (else 0.9)."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a folder")
@@ -54,6 +58,9 @@ def report(sweep_dir: Path, trains_above: float = 0.9) -> Report:
         raise FileNotFoundError(f"no {METRICS_FILE} under {sweep_dir}")
     jobs = find_jobs(sweep_dir)
     groups, common = build_groups(jobs)
+    claim_set = load_claims(claims) if (claims := claims or claims_for(groups)) else None
+    if trains_above is None:
+        trains_above = (claim_set and claim_set.trains_above) or 0.9
     series = lr_series(groups, common, trains_above)
     result = Report(
         dir=str(sweep_dir),
@@ -69,6 +76,9 @@ def report(sweep_dir: Path, trains_above: float = 0.9) -> Report:
         landscape=landscape_stats(groups),
         layers=layer_stats(groups),
         plots=[],
+        claims=claim_set,
+        verdicts=evaluate(claim_set, groups, common, trains_above) if claim_set else [],
+        trains_above=trains_above,
     )
     if plot_curves(groups, sweep_dir / "curves.png"):
         result.plots.append("curves.png")
@@ -86,7 +96,7 @@ def report(sweep_dir: Path, trains_above: float = 0.9) -> Report:
     if plot_layer_stats(result.layers, groups, sweep_dir / "layer_stats.png"):
         result.plots.append("layer_stats.png")
     write_dashboard(sweep_dir, groups, common)
-    result.report = write_markdown(sweep_dir, result, trains_above)
+    result.report = write_markdown(sweep_dir, result)
     return result
 
 
@@ -94,7 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cnnstudy.report", description=__doc__.split("\n")[0])
     parser.add_argument("dir", nargs="?", type=Path, help="a sweep folder, e.g. multirun/<timestamp>")
     parser.add_argument("--latest", action="store_true", help=f"the newest sweep under {MULTIRUN}/")
-    parser.add_argument("--trains-above", type=float, default=0.9, help="last val acc that counts as training")
+    parser.add_argument(
+        "--trains-above", type=float, help="last val acc that counts as training (default: the claims file's, or 0.9)"
+    )
+    parser.add_argument("--claims", type=Path, help="the study's claims file (default: conf/claims/<experiment>.yaml)")
     parser.add_argument(
         "--archive", type=Path, metavar="DEST", help="copy the sweep's records to DEST/<sweep name>/ and report on DEST"
     )
@@ -106,8 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         sweep_dir = latest_sweep() if args.latest else args.dir
         if args.archive:
             sweep_dir = archive(sweep_dir, args.archive)
-        result = report(sweep_dir, args.trains_above)
-    except OSError as e:
+        result = report(sweep_dir, args.trains_above, args.claims)
+    except (OSError, UserError) as e:
         fail(str(e))
     print(result.report)
     for g in result.groups:

@@ -1,9 +1,10 @@
 """report.md: the tables, the comparisons with the keys that differ, what did not finish, and the plots."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnstudy.report.cells import differences, fmt, md_table, p_value, pair, test_text
+from cnnstudy.report.claims import ClaimSet, Verdict, verdict_lines
 from cnnstudy.report.compare import (
     NORM_KEYS,
     FactorComparison,
@@ -37,6 +38,9 @@ class Report:
     landscape: list[LandscapeRow]
     layers: list[LayerRow]
     plots: list[str]
+    claims: ClaimSet | None = None
+    verdicts: list[Verdict] = field(default_factory=list)  # one per claim of `claims`
+    trains_above: float = 0.9  # the "still trains" threshold
     report: str = ""  # the path of report.md
 
     @property
@@ -178,8 +182,15 @@ def lr_section(r: Report, threshold: float) -> list[str]:
     return lines
 
 
-def write_markdown(sweep_dir: Path, r: Report, threshold: float) -> str:
-    lines = header_section(r) + groups_section(r) + comparisons_section(r) + one_factor_section(r)
+def verdicts_section(r: Report) -> list[str]:
+    if not r.claims:
+        return []
+    return ["", "## Verdicts", ""] + verdict_lines(r.claims, r.verdicts, r.trains_above)
+
+
+def write_markdown(sweep_dir: Path, r: Report) -> str:
+    threshold = r.trains_above
+    lines = header_section(r) + verdicts_section(r) + groups_section(r) + comparisons_section(r) + one_factor_section(r)
     lines += not_finished_section(r)
     lines += lr_section(r, threshold)
     lines += landscape_section(r.landscape, r.comparisons) + layers_section(r.layers, r.comparisons)

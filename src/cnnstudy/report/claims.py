@@ -1,0 +1,463 @@
+"""Claims as data: what a study tests, declared in `conf/claims/<study>.yaml`, and the verdict the rule gives.
+
+Each claim names the groups it compares by config values (`{model.norm: bn, optim.lr: 0.01}`; Hydra choices
+such as `arm/norm_batch_size: b2` work too) and one test from a small vocabulary:
+
+- `difference`: the metric of a minus b, Welch's two-sided t-test, the effect with its 95 % t-interval;
+- `equivalence`: |a - b| < margin, two one-sided Welch tests (TOST), the effect with its 90 % interval (the
+  interval TOST's two 5 % tests correspond to);
+- `value`: a number the source reports, TOST of our seeds' mean against it within ±margin;
+- `trend`: the metric against a setting (`over`, log2 of it with `scale: log2`), the least-squares slope and
+  its 95 % interval;
+- `best_lr`: two lr series, each at its own best lr (chosen on validation), Welch on test accuracy;
+- `edge_ratio`: two lr series' 50 % edges (docs/studies.md), their ratio a over b with its bootstrap interval
+  and a bootstrap p; printed again at each `sensitivity` threshold of "still trains".
+
+The p-values of a study's claims are one family, corrected with Holm's method by default
+(statsmodels' `multipletests`); the verdict's words are fixed by the corrected p: better/worse (higher/lower for
+other metrics), equivalent within ±m, increasing/decreasing, or "not resolved at n = a vs b". An unresolved
+difference also gets the seeds per side that would resolve it (80 % power at the observed effect and spread,
+statsmodels' `TTestIndPower`) and the command that adds them.
+"""
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy import stats as scipy_stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW, ttost_ind
+
+from cnnstudy.config import CONF_DIR
+from cnnstudy.errors import UserError
+from cnnstudy.report.compare import LrSeries, lr_series
+from cnnstudy.report.edge import RESAMPLES, edge_ratio, lr_text
+from cnnstudy.report.groups import Group, override_key
+from cnnstudy.report.stats import landscape_summary
+
+CLAIMS_DIR = CONF_DIR / "claims"
+TESTS = ("difference", "equivalence", "value", "trend", "best_lr", "edge_ratio")
+EXPECT = ("greater", "less", "equivalent", "increasing", "decreasing")
+POWER = 0.8
+MAX_SEEDS = 1000  # beyond this the seeds needed are stated as a bound
+
+
+@dataclass
+class Claim:
+    name: str
+    says: str  # the claim in words, as the source makes it (or the question the study asks)
+    test: str  # one of TESTS
+    a: dict = field(default_factory=dict)  # selects a group (or an lr series for best_lr / edge_ratio)
+    b: dict = field(default_factory=dict)
+    metric: str = "test_acc"
+    expect: str | None = None  # what the source claims: one of EXPECT; None for a question without a side
+    margin: float | None = None  # equivalence and value: in the metric's units (accuracy: 0.005 = 0.5 points)
+    value: float | None = None  # value: the source's number
+    over: str | None = None  # trend: the config key on the x axis
+    scale: str = "linear"  # trend: linear or log2 in `over`
+    sensitivity: list[float] = field(default_factory=list)  # edge_ratio: other "still trains" thresholds
+
+
+@dataclass
+class ClaimSet:
+    path: Path
+    source: str
+    claims: list[Claim]
+    trains_above: float | None = None  # the "still trains" threshold of the study's lr series
+    correction: str = "holm"
+    alpha: float = 0.05
+
+
+@dataclass
+class Verdict:
+    claim: Claim
+    n: tuple[int, ...]  # seeds per side (one side for value and trend: all seeds)
+    effect: float | None = None  # in the metric's units (a ratio for edge_ratio)
+    interval: tuple[float, float] | None = None
+    level: int = 95  # of the interval
+    p: float | None = None
+    p_adjusted: float | None = None
+    words: str = ""  # the verdict, by the rule
+    outcome: str = ""  # the source's claim: reproduced / contradicted / not resolved
+    detail: str = ""  # what was compared (the groups' labels, the lrs chosen)
+    seeds_needed: str = ""  # for an unresolved claim
+    commands: list[str] = field(default_factory=list)  # that add those seeds
+    sensitivity: list[tuple[float, str, int]] = field(default_factory=list)  # edge_ratio: threshold, ratio, side
+    sides: tuple[Group, ...] = ()  # the groups compared
+
+
+def load_claims(path: Path) -> ClaimSet:
+    """A claims file, checked: an unknown test, key or expectation is a UserError naming it."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"claims file {path}: {e}") from None
+    claims = []
+    for i, entry in enumerate(data.get("claims") or []):
+        where = f"claims file {path}: claim {entry.get('name', i + 1)}"
+        try:
+            claim = Claim(**entry)
+        except TypeError as e:
+            raise UserError(f"{where}: {e}") from None
+        if claim.test not in TESTS:
+            raise UserError(f"{where}: test {claim.test!r} is not one of {', '.join(TESTS)}")
+        if claim.expect not in (*EXPECT, None):
+            raise UserError(f"{where}: expect {claim.expect!r} is not one of {', '.join(EXPECT)}")
+        if claim.test in ("equivalence", "value") and not claim.margin:
+            raise UserError(f"{where}: {claim.test} needs a margin")
+        if claim.test == "trend" and not claim.over:
+            raise UserError(f"{where}: trend needs `over`, the setting on the x axis")
+        claims.append(claim)
+    extra = set(data) - {"source", "claims", "trains_above", "correction", "alpha"}
+    if extra:
+        raise UserError(f"claims file {path}: unknown key(s) {', '.join(sorted(extra))}")
+    keys = {k: data[k] for k in ("trains_above", "correction", "alpha") if k in data}
+    return ClaimSet(Path(path), data.get("source", ""), claims, **keys)
+
+
+def claims_for(groups: list[Group]) -> Path | None:
+    """conf/claims/<experiment>.yaml for the experiment most of the jobs were composed from, if there is one."""
+    experiments = [(j.metrics.get("choices") or {}).get("experiment") for g in groups for j in g.jobs]
+    named = [e for e in experiments if e]
+    if not named:
+        return None
+    path = CLAIMS_DIR / f"{max(set(named), key=named.count)}.yaml"
+    return path if path.exists() else None
+
+
+def values_of(group: Group) -> dict:
+    """What a selector matches: the flat resolved config, the Hydra choices, and the overrides."""
+    overrides = {override_key(o): o.partition("=")[2] for o in group.overrides}
+    return {**overrides, **(group.choices or {}), **(group.setup or {})}
+
+
+def same(wanted, value) -> bool:
+    if isinstance(wanted, bool) or isinstance(value, bool):
+        return wanted == value
+    try:
+        return math.isclose(float(wanted), float(value), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return str(wanted) == str(value)
+
+
+def matches(group: Group, selector: dict) -> bool:
+    values = values_of(group)
+    return all(key in values and same(wanted, values[key]) for key, wanted in selector.items())
+
+
+def select(groups: list[Group], selector: dict, claim: Claim) -> Group:
+    found = [g for g in groups if matches(g, selector)]
+    if len(found) != 1:
+        labels = "; ".join(f"`{g.label}`" for g in found) or "none"
+        raise UserError(f"claim {claim.name}: {selector} matches {len(found)} groups ({labels}), not one")
+    return found[0]
+
+
+def select_series(series: list[LrSeries], selector: dict, claim: Claim) -> LrSeries:
+    found = [s for s in series if all(matches(p.group, selector) for p in s.points)]
+    if len(found) != 1:
+        labels = "; ".join(f"`{s.label}`" for s in found) or "none"
+        raise UserError(f"claim {claim.name}: {selector} matches {len(found)} lr series ({labels}), not one")
+    return found[0]
+
+
+def metric_values(group: Group, metric: str) -> list[float]:
+    """The metric over the group's completed seeds: a report column, a metrics.json number, or a landscape
+    probe's per-job average (`landscape:β-smoothness`)."""
+    if metric.startswith("landscape:"):
+        name = metric.split(":", 1)[1]
+        return [s[name] for j in group.completed if j.landscape and name in (s := landscape_summary(j.landscape))]
+    if metric in group.stats:
+        return group.stats[metric].values if group.stats[metric] else []
+    return [float(j.metrics[metric]) for j in group.completed if isinstance(j.metrics.get(metric), int | float)]
+
+
+def spread(values: list[float]) -> bool:
+    return len(values) > 1 and max(values) > min(values)
+
+
+def welch_test(x: list[float], y: list[float]) -> tuple[float | None, float, tuple | None]:
+    """Welch's two-sided p, the difference of means and its 95 % interval; no p without two seeds a side."""
+    effect = statistics.fmean(x) - statistics.fmean(y)
+    if len(x) < 2 or len(y) < 2 or not (spread(x) or spread(y)):
+        return None, effect, None
+    compare = CompareMeans(DescrStatsW(np.array(x)), DescrStatsW(np.array(y)))
+    p = float(scipy_stats.ttest_ind(x, y, equal_var=False).pvalue)
+    return p, effect, tuple(float(v) for v in compare.tconfint_diff(alpha=0.05, usevar="unequal"))
+
+
+def two_groups(claim: Claim, groups: list[Group], verdict: Verdict) -> tuple[list[float], list[float]]:
+    a, b = select(groups, claim.a, claim), select(groups, claim.b, claim)
+    x, y = metric_values(a, claim.metric), metric_values(b, claim.metric)
+    verdict.n, verdict.detail, verdict.sides = (len(x), len(y)), f"`{a.label}` vs `{b.label}`", (a, b)
+    return x, y
+
+
+def difference(claim: Claim, groups: list[Group], verdict: Verdict) -> None:
+    verdict.p, verdict.effect, verdict.interval = welch_test(*two_groups(claim, groups, verdict))
+
+
+def equivalence(claim: Claim, groups: list[Group], verdict: Verdict) -> None:
+    x, y = (np.array(v) for v in two_groups(claim, groups, verdict))
+    verdict.effect, verdict.level = float(x.mean() - y.mean()), 90
+    if len(x) > 1 and len(y) > 1 and (spread(list(x)) or spread(list(y))):
+        verdict.p = float(ttost_ind(x, y, -claim.margin, claim.margin, usevar="unequal")[0])
+        compare = CompareMeans(DescrStatsW(x), DescrStatsW(y))
+        verdict.interval = tuple(float(v) for v in compare.tconfint_diff(alpha=0.10, usevar="unequal"))
+
+
+def value(claim: Claim, groups: list[Group], verdict: Verdict) -> None:
+    group = select(groups, claim.a, claim)
+    x = np.array(metric_values(group, claim.metric))
+    verdict.n, verdict.level, verdict.sides = (len(x),), 90, (group,)
+    verdict.detail = f"`{group.label}` vs the source's {claim.value:g}"
+    verdict.effect = float(x.mean() - claim.value)
+    if spread(list(x)):
+        stats = DescrStatsW(x)
+        verdict.p = float(stats.ttost_mean(claim.value - claim.margin, claim.value + claim.margin)[0])
+        verdict.interval = tuple(float(v) - claim.value for v in stats.tconfint_mean(alpha=0.10))
+
+
+def trend(claim: Claim, groups: list[Group], verdict: Verdict) -> None:
+    points = [
+        (float(values_of(g)[claim.over]), v)
+        for g in groups
+        if matches(g, claim.a) and claim.over in values_of(g)
+        for v in metric_values(g, claim.metric)
+    ]
+    levels = sorted({x for x, _ in points})
+    verdict.n, verdict.detail = (len(points),), f"{claim.a} over {claim.over} = {', '.join(f'{x:g}' for x in levels)}"
+    if len(levels) < 2:
+        raise UserError(f"claim {claim.name}: {claim.a} has fewer than two levels of {claim.over}")
+    xs = np.array([x for x, _ in points])
+    xs = np.log2(xs) if claim.scale == "log2" else xs
+    fit = scipy_stats.linregress(xs, [v for _, v in points])
+    half = scipy_stats.t.ppf(0.975, len(points) - 2) * fit.stderr
+    verdict.effect, verdict.p = float(fit.slope), float(fit.pvalue)
+    verdict.interval = (float(fit.slope - half), float(fit.slope + half))
+
+
+def best_lr(claim: Claim, series: list[LrSeries], verdict: Verdict) -> None:
+    a, b = select_series(series, claim.a, claim), select_series(series, claim.b, claim)
+    best_a, best_b = a.best, b.best
+    if best_a is None or best_b is None:
+        raise UserError(f"claim {claim.name}: a series has no lr at which every seed completed")
+    x, y = metric_values(best_a.group, claim.metric), metric_values(best_b.group, claim.metric)
+    verdict.n, verdict.sides = (len(x), len(y)), (best_a.group, best_b.group)
+    verdict.detail = f"`{a.label}` at its best lr {best_a.lr:g} vs `{b.label}` at {best_b.lr:g}"
+    verdict.p, verdict.effect, verdict.interval = welch_test(x, y)
+
+
+def ratio_at(claim: Claim, series: list[LrSeries]) -> tuple[float, tuple, float | None, tuple[int, int], str]:
+    """The edge ratio a over b, its 95 % interval, a bootstrap p (two-sided, against a ratio of 1), the seeds
+    decided per side and what was compared."""
+    a, b = select_series(series, claim.a, claim), select_series(series, claim.b, claim)
+    if a.edge is None or b.edge is None:
+        raise UserError(f"claim {claim.name}: a series has fewer than two decided lrs")
+    ratio = edge_ratio(a.edge, b.edge)
+    resamples = a.edge.resamples - b.edge.resamples
+    defined = resamples[~np.isnan(resamples)]
+    p = None
+    if len(defined):
+        tail = min(np.mean(defined <= 0), np.mean(defined >= 0))
+        p = float(min(1.0, max(2 * tail, 1 / RESAMPLES)))
+    n = tuple(sum(pt.decided for pt in s.points) for s in (a, b))
+    edges = f"edges {lr_text(a.edge.log_lr, a.edge.grid)} vs {lr_text(b.edge.log_lr, b.edge.grid)}"
+    return ratio.log_ratio, ratio.interval, p, n, f"`{a.label}` vs `{b.label}`: {edges}"
+
+
+def ratio_words(log_ratio: float, interval: tuple) -> str:
+    """The ratio and its interval in words: > 1 resolved only when the whole interval is."""
+    low, high = (10**x if math.isfinite(x) else (0 if x < 0 else math.inf) for x in interval)
+    point = 10**log_ratio if math.isfinite(log_ratio) else (0 if log_ratio < 0 else math.inf)
+    return f"{point:.3g}× [{low:.3g}, {high:.3g}]"
+
+
+def edge(claim: Claim, groups: list[Group], common: set[str], threshold: float, verdict: Verdict) -> None:
+    log_ratio, interval, verdict.p, verdict.n, verdict.detail = ratio_at(claim, lr_series(groups, common, threshold))
+    verdict.effect, verdict.interval = log_ratio, interval
+    for other in claim.sensitivity:
+        log_other, interval_other, p, _, _ = ratio_at(claim, lr_series(groups, common, other))
+        verdict.sensitivity.append((other, ratio_words(log_other, interval_other), resolved_side(interval_other, 0)))
+
+
+def resolved_side(interval: tuple | None, null: float) -> int:
+    """+1 when the whole interval lies above the null, -1 below, 0 when it holds it."""
+    if interval is None:
+        return 0
+    return 1 if interval[0] > null else -1 if interval[1] < null else 0
+
+
+def is_accuracy(metric: str) -> bool:
+    return "acc" in metric
+
+
+def words_for(claim: Claim, verdict: Verdict, alpha: float) -> str:
+    resolved = verdict.p_adjusted is not None and verdict.p_adjusted < alpha
+    n = " vs ".join(str(k) for k in verdict.n)
+    if not resolved:
+        return f"not resolved at n = {n}"
+    if claim.test in ("equivalence", "value"):
+        return f"equivalent within ±{scaled(claim.metric, claim.margin)}"
+    if claim.test == "trend":
+        return "increasing" if verdict.effect > 0 else "decreasing"
+    if claim.test == "edge_ratio":
+        return "larger" if verdict.effect > 0 else "smaller"
+    up = verdict.effect > 0
+    if is_accuracy(claim.metric):
+        return "better" if up else "worse"
+    return "higher" if up else "lower"
+
+
+def outcome_for(claim: Claim, words: str) -> str:
+    if claim.expect is None:
+        return "–"
+    if words.startswith("not resolved"):
+        return "not resolved"
+    agrees = {
+        "greater": ("better", "higher", "larger"),
+        "less": ("worse", "lower", "smaller"),
+        "equivalent": ("equivalent",),
+        "increasing": ("increasing",),
+        "decreasing": ("decreasing",),
+    }[claim.expect]
+    return "reproduced" if words.startswith(agrees) else "contradicted"
+
+
+def seeds_needed(claim: Claim, verdict: Verdict, x: list[float], y: list[float], alpha: float) -> str:
+    """Seeds per side at which Welch's test (TOST for equivalence) has 80 % power, if the observed means and
+    spreads were the true ones, at the family's Bonferroni level (Holm's strictest step)."""
+    sd = math.sqrt((statistics.variance(x) + statistics.variance(y)) / 2) if len(x) > 1 and len(y) > 1 else 0
+    if not sd:
+        return "–"
+    if claim.test == "equivalence":
+        room = claim.margin - abs(verdict.effect)
+        if room <= 0:
+            return "none: the observed difference is beyond the margin"
+        effect, alternative = room / sd, "larger"
+    else:
+        effect, alternative = abs(verdict.effect) / sd, "two-sided"
+    if effect == 0:
+        return "–"
+    try:
+        n = TTestIndPower().solve_power(effect_size=effect, alpha=alpha, power=POWER, alternative=alternative)
+    except (ValueError, RuntimeError):
+        return f"> {MAX_SEEDS}"
+    return f"> {MAX_SEEDS}" if not np.isfinite(n) or n > MAX_SEEDS else str(max(3, math.ceil(n)))
+
+
+def more_seeds_commands(group: Group, needed: int, name: str) -> str:
+    seeds = [s for s in group.seeds if isinstance(s, int)]
+    start = max(seeds, default=-1) + 1
+    if needed <= len(seeds):
+        return ""
+    overrides = " ".join(f"'{o}'" if "," in o else o for o in group.overrides)
+    new = ",".join(str(s) for s in range(start, start + needed - len(seeds)))
+    return f"python -m cnnstudy.train -m {overrides} seed={new} hydra.sweep.dir=multirun/seeds_{name}"
+
+
+def evaluate(claim_set: ClaimSet, groups: list[Group], common: set[str], threshold: float) -> list[Verdict]:
+    """Every claim's test, then the family's correction and the verdicts' words."""
+    tests = {"difference": difference, "equivalence": equivalence, "value": value, "trend": trend}
+    verdicts = []
+    for claim in claim_set.claims:
+        verdict = Verdict(claim, (0,))
+        if claim.test in tests:
+            tests[claim.test](claim, groups, verdict)
+        elif claim.test == "best_lr":
+            best_lr(claim, lr_series(groups, common, threshold), verdict)
+        else:
+            edge(claim, groups, common, threshold, verdict)
+        verdicts.append(verdict)
+    tested = [v for v in verdicts if v.p is not None]
+    if tested:
+        adjusted = multipletests([v.p for v in tested], alpha=claim_set.alpha, method=claim_set.correction)[1]
+        for v, p in zip(tested, adjusted, strict=True):
+            v.p_adjusted = float(p)
+    strictest = claim_set.alpha / max(len(tested), 1)
+    for v in verdicts:
+        v.words = words_for(v.claim, v, claim_set.alpha)
+        v.outcome = outcome_for(v.claim, v.words)
+        if v.words.startswith("not resolved") and v.claim.test in ("difference", "equivalence", "best_lr"):
+            v.seeds_needed = seeds_needed(v.claim, v, *(metric_values(g, v.claim.metric) for g in v.sides), strictest)
+            if v.seeds_needed.isdigit():
+                name = v.claim.name
+                v.commands = [c for g in v.sides if (c := more_seeds_commands(g, int(v.seeds_needed), name))]
+    return verdicts
+
+
+def scaled(metric: str, number: float) -> str:
+    """A number in the metric's units as the page writes it: accuracies in points."""
+    return f"{number * 100:.2f} points" if is_accuracy(metric) else f"{number:.4g}"
+
+
+def effect_text(v: Verdict) -> str:
+    if v.effect is None:
+        return "–"
+    if v.claim.test == "edge_ratio":
+        return ratio_words(v.effect, v.interval)
+    scale, digits = (100, 2) if is_accuracy(v.claim.metric) else (1, 4)
+    per = f" per {'doubling of ' if v.claim.scale == 'log2' else ''}{v.claim.over}" if v.claim.test == "trend" else ""
+    text = f"{v.effect * scale:+.{digits}f}{per}"
+    if v.interval is not None:
+        low, high = (x * scale for x in v.interval)
+        text += f" [{v.level} %: {low:+.{digits}f}, {high:+.{digits}f}]"
+    return text
+
+
+def p_text(p: float | None) -> str:
+    return "–" if p is None else f"{p:.2g}"
+
+
+def test_name(claim: Claim) -> str:
+    metric = claim.metric.replace("_", " ")
+    margin = f"±{scaled(claim.metric, claim.margin)}" if claim.margin else ""
+    if claim.test == "difference":
+        return f"Welch, {metric}"
+    if claim.test == "equivalence":
+        return f"TOST {margin}, {metric}"
+    if claim.test == "value":
+        return f"TOST {margin} of the source's {claim.value:g}, {metric}"
+    if claim.test == "trend":
+        return f"slope of {metric} ({claim.scale})"
+    if claim.test == "best_lr":
+        return f"Welch at each best lr, {metric}"
+    return "50 % edge ratio, bootstrap"
+
+
+def verdict_lines(claim_set: ClaimSet, verdicts: list[Verdict], threshold: float) -> list[str]:
+    """The verdict table and what stands beside it: the family, sensitivity, seeds needed."""
+    tested = sum(v.p is not None for v in verdicts)
+    lines = [
+        f"Claims: `{claim_set.path.name}` ({claim_set.source}). Family: its {tested} tested claims, "
+        f"{claim_set.correction.capitalize()}'s correction (statsmodels `multipletests`), α = {claim_set.alpha:g}; "
+        f"effects a − b (accuracy in points), a seed still trains at last-epoch val acc ≥ {threshold * 100:g} %.",
+        "",
+        "| claim | test | compared | n | effect [interval] | p | p (corrected) | verdict | source's claim |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in verdicts:
+        n = " vs ".join(str(k) for k in v.n)
+        row = [f"**{v.claim.name}**: {v.claim.says}", test_name(v.claim), v.detail, n, effect_text(v)]
+        row += [p_text(v.p), p_text(v.p_adjusted), f"**{v.words}**", v.outcome]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
+    for v in verdicts:
+        if v.sensitivity:
+            side = {1: ", larger", -1: ", smaller", 0: ""}
+            at = "; ".join(f"≥ {t * 100:g} %: {text}{side[s]}" for t, text, s in v.sensitivity)
+            changes = len({s for _, _, s in v.sensitivity} | {resolved_side(v.interval, 0)}) > 1
+            lines += [
+                "",
+                f'{v.claim.name}, by the threshold of "still trains" (95 % intervals, uncorrected): {at}. '
+                f"Whether the interval excludes 1 {'changes' if changes else 'does not change'} with the threshold.",
+            ]
+    for v in verdicts:
+        if v.seeds_needed:
+            needed = f"{v.claim.name}: seeds per side for 80 % power at the observed effect and spread"
+            lines += ["", f"{needed} (α = {claim_set.alpha:g} / {tested}): {v.seeds_needed}."]
+            lines += [f"`{c}`" for c in v.commands]
+    return lines

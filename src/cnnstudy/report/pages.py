@@ -1,0 +1,111 @@
+"""Verdict blocks in hand-written pages, generated from archived records: `python -m cnnstudy.report.pages [--check]`.
+
+A page (README.md, docs/results/<study>.md) marks where a study's verdicts go:
+
+    <!-- verdicts: bn_lr_cifar -->            records folder, relative to the page
+    <!-- verdicts: docs/results/lr_range claims=lr_range rows=larger_lr_adam,larger_lr_sgd -->
+    ...generated...
+    <!-- /verdicts -->
+
+`claims=` names conf/claims/<name>.yaml (default: the folder's name), `rows=` keeps some of its claims (the
+README's headline). Without --check the blocks are rewritten; with it, the command exits 1 naming every block
+that differs from what the records give now. The prose around a block may interpret it; the verdicts
+themselves (the words, the p-values) are only ever in a block (tests/test_claims.py checks both).
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from cnnstudy.errors import UserError, fail
+from cnnstudy.report.claims import (
+    CLAIMS_DIR,
+    ClaimSet,
+    Verdict,
+    effect_text,
+    evaluate,
+    load_claims,
+    p_text,
+    verdict_lines,
+)
+from cnnstudy.report.groups import build_groups
+from cnnstudy.report.records import find_jobs
+
+BLOCK = re.compile(r"(<!-- verdicts: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /verdicts -->)", re.S)
+DEFAULT_PAGES = ("README.md", "docs/results/*.md")
+
+
+def study_verdicts(records: Path, claims: Path) -> tuple[ClaimSet, list[Verdict], float]:
+    """The claims of a records folder and their verdicts, computed as the report computes them."""
+    groups, common = build_groups(find_jobs(records))
+    claim_set = load_claims(claims)
+    threshold = claim_set.trains_above or 0.9
+    return claim_set, evaluate(claim_set, groups, common, threshold), threshold
+
+
+def block_body(page: Path, spec: str) -> str:
+    records, *options = spec.split()
+    settings = dict(option.split("=", 1) for option in options)
+    folder = page.parent / records
+    if not folder.is_dir():
+        raise UserError(f"{page}: verdicts of {records}: no such folder")
+    claim_set, verdicts, threshold = study_verdicts(folder, CLAIMS_DIR / f"{settings.get('claims', folder.name)}.yaml")
+    if "rows" in settings:
+        names = settings["rows"].split(",")
+        unknown = set(names) - {v.claim.name for v in verdicts}
+        if unknown:
+            raise UserError(f"{page}: no claim {', '.join(sorted(unknown))} in {claim_set.path.name}")
+        return "\n".join(headline_lines([v for v in verdicts if v.claim.name in names], records)) + "\n"
+    return "\n".join(verdict_lines(claim_set, verdicts, threshold)) + "\n"
+
+
+def headline_lines(verdicts: list[Verdict], records: str) -> list[str]:
+    """One line per claim, for a page that quotes a few studies' answers (the README)."""
+    lines = []
+    for v in verdicts:
+        lines.append(
+            f"- {v.claim.says} ([{Path(records).name}]({records}.md), `{v.claim.name}`): {effect_text(v)}, "
+            f"n = {' vs '.join(str(k) for k in v.n)}, p = {p_text(v.p)} (corrected {p_text(v.p_adjusted)}): "
+            f"**{v.words}**"
+        )
+    return lines
+
+
+def render(page: Path) -> str:
+    """The page with every verdict block generated afresh."""
+    text = page.read_text()
+    return BLOCK.sub(lambda m: m[1] + block_body(page, m["spec"]) + m[4], text)
+
+
+def pages(paths: list[str]) -> list[Path]:
+    found = []
+    for pattern in paths:
+        found += sorted(Path().glob(pattern)) if any(c in pattern for c in "*?[") else [Path(pattern)]
+    return [p for p in found if p.is_file() and BLOCK.search(p.read_text())]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cnnstudy.report.pages", description=__doc__.split("\n")[0])
+    parser.add_argument("pages", nargs="*", default=list(DEFAULT_PAGES), help="pages (globs) with verdict blocks")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a block differs from the records")
+    parser.error = fail
+    args = parser.parse_args(argv)
+    stale = []
+    try:
+        for page in pages(args.pages):
+            fresh = render(page)
+            if fresh != page.read_text():
+                stale.append(page)
+                if not args.check:
+                    page.write_text(fresh)
+    except (OSError, UserError) as e:
+        fail(str(e))
+    for page in stale:
+        print(f"{page}: verdicts {'differ from the records' if args.check else 'regenerated'}")
+    if args.check and stale:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

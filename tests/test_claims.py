@@ -1,0 +1,181 @@
+"""Claims as data: verdicts computed by the rule (Welch, TOST, slope, edge ratio; Holm over the family), the seeds
+an unresolved claim needs, mistakes in a claims file, and the pages' verdict blocks against the archived records."""
+
+import math
+import re
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+from statsmodels.stats.power import TTestIndPower
+
+from cnnstudy.errors import UserError
+from cnnstudy.report import report
+from cnnstudy.report.claims import load_claims
+from cnnstudy.report.pages import BLOCK, DEFAULT_PAGES, main, pages, study_verdicts
+from test_report import completed, write_job
+
+from conftest import ROOT, run_cli
+
+# seeds 0-2 of two groups: bn better by 3 points, an lr 1e-2 pair that differs by 0.5 points
+ACCS = {
+    ("bn", "1e-3"): [0.970, 0.975, 0.980],
+    ("nobn", "1e-3"): [0.940, 0.945, 0.950],
+    ("bn", "1e-2"): [0.950, 0.960, 0.970],
+    ("nobn", "1e-2"): [0.945, 0.965, 0.955],
+}
+
+CLAIMS = """
+source: a test
+claims:
+  - {name: bn_better, says: BN is better, test: difference, a: {model: bn, optim.lr: 1e-3},
+     b: {model: nobn, optim.lr: 1e-3}, expect: greater}
+  - {name: same_at_high, says: equal at 1e-2, test: equivalence, margin: 0.02, a: {model: bn, optim.lr: 0.01},
+     b: {model: nobn, optim.lr: 0.01}, expect: equivalent}
+  - {name: tiny_gap, says: BN is better at 1e-2, test: difference, a: {model: bn, optim.lr: 0.01},
+     b: {model: nobn, optim.lr: 0.01}, expect: greater}
+  - {name: book_number, says: the book's 97.5 %, test: value, value: 0.975, margin: 0.01,
+     a: {model: bn, optim.lr: 0.001}, expect: equivalent}
+"""
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    number = 0
+    for (model, lr), accs in ACCS.items():
+        for seed, acc in enumerate(accs):
+            write_job(
+                tmp_path / "sweep", number, [f"model={model}", f"optim.lr={lr}", f"seed={seed}"], **completed(acc, seed)
+            )
+            number += 1
+    (tmp_path / "claims.yaml").write_text(CLAIMS)
+    return tmp_path / "sweep"
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjustment, written out: the k-th smallest p times (m - k), made monotone."""
+    order, adjusted, running = sorted(range(len(ps)), key=lambda i: ps[i]), [0.0] * len(ps), 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, ps[i] * (len(ps) - k)))
+        adjusted[i] = running
+    return adjusted
+
+
+def test_verdicts_follow_the_rule_with_holm_over_the_family(sweep):
+    verdicts = {v.claim.name: v for v in report(sweep, claims=sweep.parent / "claims.yaml").verdicts}
+    bn, nobn = ACCS["bn", "1e-3"], ACCS["nobn", "1e-3"]
+    welch = scipy_stats.ttest_ind(bn, nobn, equal_var=False)
+    better = verdicts["bn_better"]
+    assert better.p == pytest.approx(welch.pvalue, rel=1e-9)
+    assert better.effect == pytest.approx(0.03)
+    low, high = better.interval  # Welch's 95 % interval: mean difference ± t(df) * se
+    se = math.sqrt(statistics.variance(bn) / 3 + statistics.variance(nobn) / 3)
+    assert (high - low) / 2 == pytest.approx(scipy_stats.t.ppf(0.975, welch.df) * se, rel=1e-6)
+    tested = [verdicts[name] for name in ("bn_better", "same_at_high", "tiny_gap", "book_number")]
+    assert [v.p_adjusted for v in tested] == pytest.approx(holm([v.p for v in tested]), rel=1e-9)
+    assert (better.words, better.outcome) == ("better", "reproduced")
+    # equal within 2 points: TOST's two one-sided tests at the margin, the larger p decides
+    same = verdicts["same_at_high"]
+    x, y = ACCS["bn", "1e-2"], ACCS["nobn", "1e-2"]
+    lower = scipy_stats.ttest_ind([v + 0.02 for v in x], y, equal_var=False, alternative="greater").pvalue
+    upper = scipy_stats.ttest_ind([v - 0.02 for v in x], y, equal_var=False, alternative="less").pvalue
+    assert same.p == pytest.approx(max(lower, upper), rel=1e-6)
+    # TOST at 5 % rejects exactly when the 90 % interval lies inside the margin
+    assert same.level == 90 and (-0.02 < same.interval[0] and same.interval[1] < 0.02) == (same.p < 0.05)
+    tiny = verdicts["tiny_gap"]
+    assert tiny.words == "not resolved at n = 3 vs 3" and tiny.outcome == "not resolved"
+    # the seeds per side at which Welch would have 80 % power, at the family's Bonferroni level
+    d = abs(tiny.effect) / math.sqrt((statistics.variance(x) + statistics.variance(y)) / 2)
+    needed = math.ceil(TTestIndPower().solve_power(effect_size=d, alpha=0.05 / 4, power=0.8))
+    assert tiny.seeds_needed == str(needed)
+    new_seeds = ",".join(str(s) for s in range(3, needed))
+    assert tiny.commands[0].endswith(f"model=bn optim.lr=1e-2 seed={new_seeds} hydra.sweep.dir=multirun/seeds_tiny_gap")
+    book = verdicts["book_number"]
+    assert book.effect == pytest.approx(0.0) and book.n == (3,)
+    assert book.words == ("equivalent within ±1.00 points" if book.p_adjusted < 0.05 else "not resolved at n = 3")
+
+
+def test_the_report_opens_with_the_verdicts(sweep):
+    text = Path(report(sweep, claims=sweep.parent / "claims.yaml").report).read_text()
+    verdicts = text.split("## Verdicts")[1].split("## Results per group")[0]
+    row = next(line for line in verdicts.splitlines() if line.startswith("| **bn_better**"))
+    assert "+3.00 [95 %:" in row and "| **better** | reproduced |" in row
+    assert "Holm's correction" in verdicts and "its 4 tested claims" in verdicts
+
+
+def test_a_trend_is_the_least_squares_slope(tmp_path):
+    sizes = {2: [0.60, 0.62], 8: [0.64, 0.66], 32: [0.68, 0.70]}  # +0.02 per doubling
+    number = 0
+    for size, accs in sizes.items():
+        for seed, acc in enumerate(accs):
+            overrides = ["model=bn", f"data.batch_size={size}", f"seed={seed}"]
+            write_job(tmp_path / "sweep", number, overrides, **completed(acc, seed))
+            number += 1
+    (tmp_path / "claims.yaml").write_text(
+        "claims:\n  - {name: up, says: more is better, test: trend, over: data.batch_size, scale: log2,"
+        " a: {model: bn}, expect: increasing}\n"
+    )
+    (verdict,) = report(tmp_path / "sweep", claims=tmp_path / "claims.yaml").verdicts
+    assert verdict.effect == pytest.approx(0.02) and verdict.n == (6,)
+    assert (verdict.words, verdict.outcome) == ("increasing", "reproduced")
+
+
+@pytest.mark.parametrize(
+    "claims, message",
+    [
+        ("claims: [{name: x, says: y, test: ttest}]", "test 'ttest' is not one of difference"),
+        ("claims: [{name: x, says: y, test: difference, colour: red}]", "unexpected keyword argument 'colour'"),
+        ("claims: [{name: x, says: y, test: equivalence}]", "equivalence needs a margin"),
+        ("claim: []", "unknown key(s) claim"),
+        (
+            "claims: [{name: x, says: y, test: difference, a: {model: resnet}, b: {model: bn}}]",
+            "claim x: {'model': 'resnet'} matches 0 groups (none), not one",
+        ),
+    ],
+)
+def test_claims_file_mistakes_are_one_line(sweep, claims, message):
+    path = sweep.parent / "bad.yaml"
+    path.write_text(claims)
+    with pytest.raises(UserError, match=re.escape(message)):
+        report(sweep, claims=path)
+    result = run_cli("cnnstudy.report", str(sweep), "--claims", str(path))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_every_committed_claims_file_loads():
+    for path in sorted((ROOT / "conf" / "claims").glob("*.yaml")):
+        assert load_claims(path).claims, path
+
+
+def test_pages_state_the_verdicts_their_records_give(monkeypatch, capsys):
+    """Each verdict block of README.md and docs/results/*.md is what the archived records give now."""
+    monkeypatch.chdir(ROOT)
+    main(["--check"])  # exits 1, naming the page, where a block differs
+    assert capsys.readouterr().out == ""
+
+
+# A verdict's words and p-values stand only in generated blocks; the prose around them may interpret.
+VERDICT_IN_PROSE = re.compile(r"\breproduced\b|\bp [=<] ?\d|\bp ≤ ?\d", re.I)
+
+
+def test_no_page_states_a_verdict_outside_its_generated_blocks():
+    checked = pages([str(ROOT / p) for p in DEFAULT_PAGES])
+    assert checked, "no page has a verdict block"
+    for page in checked:
+        prose = BLOCK.sub("", page.read_text())
+        found = [line for line in prose.splitlines() if VERDICT_IN_PROSE.search(line)]
+        assert not found, f"{page.name}: verdicts written by hand: {found[:3]}"
+
+
+def test_the_edge_claim_states_its_threshold_sensitivity():
+    records = ROOT / "docs" / "results" / "bn_lr_cifar"
+
+    _, verdicts, threshold = study_verdicts(records, ROOT / "conf" / "claims" / "bn_lr_cifar.yaml")
+    edge = next(v for v in verdicts if v.claim.name == "larger_lr")
+    assert threshold == 0.5 and 10**edge.effect == pytest.approx(0.806, abs=0.001)
+    assert edge.interval[0] < 0 < edge.interval[1] and edge.words == "not resolved at n = 30 vs 30"
+    by_threshold = {t: side for t, _, side in edge.sensitivity}
+    assert by_threshold[0.6] == -1 and by_threshold[0.3] == 0  # resolved smaller at 60 %, not at 30 %
+    assert np.isfinite(edge.p) and 0 < edge.p <= 1
