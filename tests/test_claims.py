@@ -130,8 +130,8 @@ def test_a_trend_is_the_least_squares_slope(tmp_path):
         ("claims: [{name: x, says: y, test: equivalence}]", "equivalence needs a margin"),
         ("claim: []", "unknown key(s) claim"),
         (
-            "claims: [{name: x, says: y, test: difference, a: {model: resnet}, b: {model: bn}}]",
-            "claim x: {'model': 'resnet'} matches 0 groups (none), not one",
+            "claims: [{name: x, says: y, test: difference, a: {optim.lr: 1e-3}, b: {model: bn}}]",
+            "claim x: {'optim.lr': '1e-3'} matches 2 groups (`model=bn optim.lr=1e-3`; `model=nobn optim.lr=1e-3`)",
         ),
     ],
 )
@@ -144,6 +144,15 @@ def test_claims_file_mistakes_are_one_line(sweep, claims, message):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_claim_whose_groups_did_not_run_has_no_verdict(sweep):
+    """A slice of a study reported on its own: the claims about the other slices say so, and are no test."""
+    path = sweep.parent / "slice.yaml"
+    path.write_text(CLAIMS + "  - {name: later, says: z, test: difference, a: {model: bn, optim.lr: 0.1}, b: {}}\n")
+    verdicts = report(sweep, claims=path).verdicts
+    assert verdicts[-1].words == "not in these records (no group has {'model': 'bn', 'optim.lr': 0.1})"
+    assert verdicts[-1].p is None and [v.p_adjusted is not None for v in verdicts] == [True] * 4 + [False]
+
+
 def test_every_committed_claims_file_loads():
     for path in sorted((ROOT / "conf" / "claims").glob("*.yaml")):
         assert load_claims(path).claims, path
@@ -154,6 +163,8 @@ def test_pages_state_the_verdicts_their_records_give(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     main(["--check"])  # exits 1, naming the page, where a block differs
     assert capsys.readouterr().out == ""
+    for page in pages(list(DEFAULT_PAGES)):
+        assert "not in these records" not in page.read_text(), page
 
 
 # A verdict's words and p-values stand only in generated blocks; the prose around them may interpret.
@@ -161,9 +172,8 @@ VERDICT_IN_PROSE = re.compile(r"\breproduced\b|\bp [=<] ?\d|\bp ≤ ?\d", re.I)
 
 
 def test_no_page_states_a_verdict_outside_its_generated_blocks():
-    checked = pages([str(ROOT / p) for p in DEFAULT_PAGES])
-    assert checked, "no page has a verdict block"
-    for page in checked:
+    assert pages([str(ROOT / p) for p in DEFAULT_PAGES]), "no page has a verdict block"
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs" / "results").glob("*.md"))]:
         prose = BLOCK.sub("", page.read_text())
         found = [line for line in prose.splitlines() if VERDICT_IN_PROSE.search(line)]
         assert not found, f"{page.name}: verdicts written by hand: {found[:3]}"

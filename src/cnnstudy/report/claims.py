@@ -88,6 +88,7 @@ class Verdict:
     commands: list[str] = field(default_factory=list)  # that add those seeds
     sensitivity: list[tuple[float, str, int]] = field(default_factory=list)  # edge_ratio: threshold, ratio, side
     sides: tuple[Group, ...] = ()  # the groups compared
+    missing: str = ""  # why the claim has no verdict in these records
 
 
 def load_claims(path: Path) -> ClaimSet:
@@ -119,14 +120,16 @@ def load_claims(path: Path) -> ClaimSet:
     return ClaimSet(Path(path), data.get("source", ""), claims, **keys)
 
 
-def claims_for(groups: list[Group]) -> Path | None:
-    """conf/claims/<experiment>.yaml for the experiment most of the jobs were composed from, if there is one."""
-    experiments = [(j.metrics.get("choices") or {}).get("experiment") for g in groups for j in g.jobs]
-    named = [e for e in experiments if e]
-    if not named:
-        return None
-    path = CLAIMS_DIR / f"{max(set(named), key=named.count)}.yaml"
-    return path if path.exists() else None
+def claims_for(groups: list[Group], folder: Path) -> Path | None:
+    """conf/claims/<folder name>.yaml (an archive, docs/results/<study>), else conf/claims/<experiment>.yaml for the
+    experiment most of the jobs were composed from (a sweep folder, multirun/<study>/<time>), if there is one."""
+    experiments = [e for g in groups for j in g.jobs if (e := (j.metrics.get("choices") or {}).get("experiment"))]
+    names = [Path(folder).name] + ([max(set(experiments), key=experiments.count)] if experiments else [])
+    return next((path for name in names if (path := CLAIMS_DIR / f"{name}.yaml").exists()), None)
+
+
+class NotInRecords(Exception):
+    """A claim's group is not among these records (a slice of a study, reported on its own): no verdict."""
 
 
 def values_of(group: Group) -> dict:
@@ -151,6 +154,8 @@ def matches(group: Group, selector: dict) -> bool:
 
 def select(groups: list[Group], selector: dict, claim: Claim) -> Group:
     found = [g for g in groups if matches(g, selector)]
+    if not found:
+        raise NotInRecords(f"no group has {selector}")
     if len(found) != 1:
         labels = "; ".join(f"`{g.label}`" for g in found) or "none"
         raise UserError(f"claim {claim.name}: {selector} matches {len(found)} groups ({labels}), not one")
@@ -159,6 +164,8 @@ def select(groups: list[Group], selector: dict, claim: Claim) -> Group:
 
 def select_series(series: list[LrSeries], selector: dict, claim: Claim) -> LrSeries:
     found = [s for s in series if all(matches(p.group, selector) for p in s.points)]
+    if not found:
+        raise NotInRecords(f"no lr series has {selector}")
     if len(found) != 1:
         labels = "; ".join(f"`{s.label}`" for s in found) or "none"
         raise UserError(f"claim {claim.name}: {selector} matches {len(found)} lr series ({labels}), not one")
@@ -297,6 +304,8 @@ def is_accuracy(metric: str) -> bool:
 
 
 def words_for(claim: Claim, verdict: Verdict, alpha: float) -> str:
+    if verdict.missing:
+        return f"not in these records ({verdict.missing})"
     resolved = verdict.p_adjusted is not None and verdict.p_adjusted < alpha
     n = " vs ".join(str(k) for k in verdict.n)
     if not resolved:
@@ -315,6 +324,8 @@ def words_for(claim: Claim, verdict: Verdict, alpha: float) -> str:
 
 def outcome_for(claim: Claim, words: str) -> str:
     if claim.expect is None:
+        return "–"
+    if words.startswith("not in these records"):
         return "–"
     if words.startswith("not resolved"):
         return "not resolved"
@@ -366,12 +377,15 @@ def evaluate(claim_set: ClaimSet, groups: list[Group], common: set[str], thresho
     verdicts = []
     for claim in claim_set.claims:
         verdict = Verdict(claim, (0,))
-        if claim.test in tests:
-            tests[claim.test](claim, groups, verdict)
-        elif claim.test == "best_lr":
-            best_lr(claim, lr_series(groups, common, threshold), verdict)
-        else:
-            edge(claim, groups, common, threshold, verdict)
+        try:
+            if claim.test in tests:
+                tests[claim.test](claim, groups, verdict)
+            elif claim.test == "best_lr":
+                best_lr(claim, lr_series(groups, common, threshold), verdict)
+            else:
+                edge(claim, groups, common, threshold, verdict)
+        except NotInRecords as missing:
+            verdict.missing = str(missing)
         verdicts.append(verdict)
     tested = [v for v in verdicts if v.p is not None]
     if tested:

@@ -58,7 +58,7 @@ def report(sweep_dir: Path, trains_above: float | None = None, claims: Path | No
         raise FileNotFoundError(f"no {METRICS_FILE} under {sweep_dir}")
     jobs = find_jobs(sweep_dir)
     groups, common = build_groups(jobs)
-    claim_set = load_claims(claims) if (claims := claims or claims_for(groups)) else None
+    claim_set = load_claims(claims) if (claims := claims or claims_for(groups, sweep_dir)) else None
     if trains_above is None:
         trains_above = (claim_set and claim_set.trains_above) or 0.9
     series = lr_series(groups, common, trains_above)
