@@ -14,7 +14,9 @@ from cnnstudy.checkpoints import load_checkpoint
 from cnnstudy.errors import UserError
 from cnnstudy.models import MLP
 from cnnstudy.models.blocks import make_activation
-from cnnstudy.report.records import read_probes
+from cnnstudy.report.groups import Group
+from cnnstudy.report.records import Job, read_probes
+from cnnstudy.report.step_curves import plot_step_curves, write_step_curves
 
 from conftest import run_cli
 
@@ -104,3 +106,34 @@ def test_ioffe_probes_leave_the_training_bitwise_unchanged(tmp_path, data_root):
     with_probes, without = states
     assert with_probes.keys() == without.keys()
     assert all(torch.equal(with_probes[k], without[k]) for k in with_probes)
+
+
+def test_step_curves_table_and_figure_hold_the_seeds_mean_at_each_step(tmp_path):
+    def job(seed, acc_at_10k, p50):
+        probes = {
+            "test_curve/acc": {0: 0.1, 10_000: acc_at_10k, 20_000: acc_at_10k + 0.01},
+            "sigmoid_input/p15": {0: -1.0, 10_000: p50 - 1},
+            "sigmoid_input/p50": {0: 0.0, 10_000: p50},
+            "sigmoid_input/p85": {0: 1.0, 10_000: p50 + 1},
+        }
+        return Job(str(seed), "completed", [f"seed={seed}"], probes=probes)
+
+    bn = Group(None, ("model.norm=bn",), [job(0, 0.96, 0.5), job(1, 0.98, 1.5)], label="model.norm=bn")
+    failed = Job("2", "failed", ["seed=2"], probes={"test_curve/acc": {10_000: 0.1}})
+    none = Group(None, ("model.norm=none",), [job(0, 0.90, -2.0), failed], label="model.norm=none")
+    assert write_step_curves([bn, none], tmp_path) == ["step_curves.png"]
+    table = (tmp_path / "step_curves.md").read_text()
+    # the failed job's 0.1 is not in the mean; 50,000 was never measured: a dash
+    assert (
+        "| model.norm=bn | 2 | 10,000 | 97.00 ± 1.41 | 0.0000 ± 0.7071 | 1.0000 ± 0.7071 | 2.0000 ± 0.7071 |" in table
+    )
+    assert "| model.norm=none | 1 | 10,000 | 90.00 ± – | -3.0000 ± – | -2.0000 ± – | -1.0000 ± – |" in table
+    assert "| model.norm=bn | 0 | 50,000 | – | – | – | – |" in table
+    figure = plot_step_curves([bn, none], tmp_path / "again.png")
+    accuracy_lines = figure.axes[0].get_lines()
+    assert [list(line.get_ydata()) for line in accuracy_lines] == [
+        pytest.approx([0.1, 0.97, 0.98]),
+        pytest.approx([0.1, 0.90, 0.91]),
+    ]
+    assert [line.get_label() for line in figure.axes[1].get_lines()] == ["p15", "p50", "p85"]
+    assert write_step_curves([Group(None, (), [Job("0", "completed", [])], label="plain")], tmp_path / "x") == []

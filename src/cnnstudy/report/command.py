@@ -44,6 +44,7 @@ from cnnstudy.report.plots import (
 )
 from cnnstudy.report.records import MULTIRUN, archive, find_jobs, latest_sweep, sweep_commands
 from cnnstudy.report.stats import landscape_stats, layer_stats
+from cnnstudy.report.step_curves import write_step_curves
 
 
 def report(sweep_dir: Path, trains_above: float | None = None, claims: Path | None = None) -> Report:
@@ -95,6 +96,7 @@ def report(sweep_dir: Path, trains_above: float | None = None, claims: Path | No
         result.plots.append("landscape.png")
     if plot_layer_stats(result.layers, groups, sweep_dir / "layer_stats.png"):
         result.plots.append("layer_stats.png")
+    result.plots += write_step_curves(groups, sweep_dir)  # probes=ioffe: Ioffe & Szegedy's figure 1
     write_dashboard(sweep_dir, groups, common)
     result.report = write_markdown(sweep_dir, result)
     return result
