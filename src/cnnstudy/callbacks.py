@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 
 from cnnstudy.checkpoints import CONFIG_KEY
 from cnnstudy.errors import Interrupted
+from cnnstudy.launchers import SIGNALS_FORWARDED_ENV, STOP_SIGNALS
 from cnnstudy.record import RunRecord
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -79,14 +80,16 @@ def as_number(value):
 
 
 class StopOnSignal(L.Callback):
-    """SIGTERM and SIGINT end the run at the next batch boundary, never inside a write: `check()` raises
+    """SIGTERM, SIGINT and SIGHUP end the run at the next batch boundary, never inside a write: `check()` raises
     Interrupted there, and the last checkpoint (saved at the end of the previous epoch) is intact. A second
-    signal ends the process at once, as the signal would without this handler.
+    signal ends the process at once, as the signal would without this handler; not in a job of a launcher that
+    passes signals on (the job may get one from the terminal and the same from the launcher, which itself
+    ends its jobs on a second signal).
 
     A context manager, so that the handlers cover the whole run: loading data, fitting and testing.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = STOP_SIGNALS
 
     def __init__(self):
         self.received: int | None = None
@@ -102,7 +105,7 @@ class StopOnSignal(L.Callback):
             signal.signal(signum, handler)
 
     def _handle(self, signum, frame) -> None:
-        if self.received is not None:
+        if self.received is not None and SIGNALS_FORWARDED_ENV not in os.environ:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
         self.received = signum

@@ -10,16 +10,19 @@ test_loss_train_mode / test_acc_train_mode: the same splits measured with the mo
 
 Status transitions: a run is `running` from its first epoch on and ends `completed`, `diverged` (its
 training loss became NaN/inf), `failed` (it raised, or its files could not be written) or `interrupted`
-(SIGTERM/SIGINT: stopped at a safe point, resumable). A resumed run goes back to `running`.
+(SIGTERM/SIGINT/SIGHUP: stopped at a safe point, resumable). A resumed run goes back to `running`. A `running`
+record whose process is gone (SIGKILL, power loss) is read as `interrupted` (`status_of`).
 
 Which config keys identify a run is written here once: RUNTIME_KEYS say where and how fast a run goes
 or what it measures on the side (a resumed run may change them); SEED_KEYS pick one draw of a setup.
 """
 
 import copy
+import fcntl
 import json
 import logging
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -123,12 +126,44 @@ def read_record(run_dir: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def stale(run_dir: Path, record: dict) -> bool:
+    """Whether a `running` record's process is gone (killed without a signal it could catch, or its machine
+    lost): nobody holds the run dir's lock (cnnstudy.train.run_dir_lock), which the kernel releases when the
+    process ends, however it ends. False where that cannot be told (a file system without locks)."""
+    if record.get("status") != "running":
+        return False
+    try:
+        with open(Path(run_dir) / ".lock") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when closed, at once
+    except FileNotFoundError:  # no process ever locked this copy of the dir
+        return True
+    except BlockingIOError:  # the run's process holds it: it runs
+        return False
+    except OSError:
+        return False
+    return True
+
+
+def status_of(run_dir: Path, record: dict) -> str:
+    """The record's status as tools show it: a stale `running` one (see `stale`) is `interrupted`."""
+    return "interrupted" if stale(run_dir, record) else record.get("status", "unknown")
+
+
+def stale_note(run_dir: Path, record: dict) -> str:
+    """One line on a stale `running` record."""
+    owner = record.get("owner") or {}
+    process = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "its process"
+    epochs = len(record.get("epochs") or [])
+    return f"{run_dir} was recorded running, but {process} is gone: interrupted after {epochs} epoch(s)"
+
+
 class RunRecord:
-    """One run's metrics.json: the header (what ran), the epochs so far and the seconds trained."""
+    """One run's metrics.json: the header (what ran, and `owner`: the host and pid of the process that trains it),
+    the epochs so far and the seconds trained."""
 
     def __init__(self, run_dir: Path, header: dict, writes: bool = True):
         self.path = Path(run_dir) / METRICS_FILE
-        self.header = header
+        self.header = {**header, "owner": {"host": socket.gethostname(), "pid": os.getpid()}}
         self.epochs: list[dict] = []
         self.seconds = 0.0
         self.writes = writes  # False on every process but global rank 0 under DDP

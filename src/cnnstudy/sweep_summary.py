@@ -14,10 +14,11 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cnnstudy.record import read_record
+from cnnstudy.record import read_record, stale, stale_note, status_of
 
 # Statuses in the order they are listed; "no record" is a job dir without a readable metrics.json (a job
-# killed before its first write), "running" one that never wrote its end (killed without a signal it caught).
+# killed before its first write), "running" one whose process still runs (one that is gone, killed without a
+# signal it could catch, is listed interrupted, with a line: cnnstudy.record.stale).
 ORDER = ("completed", "diverged", "failed", "interrupted", "running", "no record")
 
 
@@ -45,14 +46,16 @@ def compact(names: list[str]) -> str:
 def summarize(sweep_dir: Path) -> str:
     sweep_dir = Path(sweep_dir)
     by_status = defaultdict(list)
-    errors = {}
+    errors, notes = {}, []
     for job in job_dirs(sweep_dir):
         record = read_record(job) or {}
-        status = record.get("status", "no record")
+        status = status_of(job, record) if record else "no record"
         name = str(job.relative_to(sweep_dir))
         by_status[status].append(name)
         if status == "failed":  # what to fix; a diverged job's cause is its lr, an interrupted one resumes
             errors[name] = record.get("error") or ""
+        elif stale(job, record):
+            notes.append(f"  {stale_note(name, record)}")
     total = sum(len(names) for names in by_status.values())
     lines = [f"sweep {sweep_dir}: {total} job(s)"]
     for status in [*ORDER, *sorted(set(by_status) - set(ORDER))]:
@@ -61,6 +64,7 @@ def summarize(sweep_dir: Path) -> str:
             lines.append(f"  {status:<12} {len(names):>4}  {compact(names)}".rstrip())
     for name, error in errors.items():
         lines.append(f"  {name} failed: {error.splitlines()[0] if error else 'no error recorded'}")
+    lines += notes
     lines.append(f"next: python -m cnnstudy.report {sweep_dir}")
     return "\n".join(lines)
 

@@ -28,7 +28,7 @@ from cnnstudy.config import CONF_DIR, check_overrides, register_resolvers
 from cnnstudy.errors import Interrupted, StorageError, UserError, exit_on_user_error, fail, find_user_error
 from cnnstudy.loggers import log_hyperparams
 from cnnstudy.module import Diverged
-from cnnstudy.record import RunRecord, read_record, record_failure, same_run
+from cnnstudy.record import RunRecord, read_record, record_failure, same_run, stale_note
 
 log = logging.getLogger("cnnstudy")
 
@@ -91,6 +91,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     config = OmegaConf.to_container(cfg, resolve=True)
     with run_dir_lock(output_dir):
         previous, resume_from = previous_run(output_dir, config)
+        if previous is not None and previous.get("status") == "running":  # we hold its lock: its process is gone
+            log.warning("%s; resuming it", stale_note(output_dir, previous))
         if previous is not None and previous.get("status") == "completed":
             log.info("%s: already completed, test_acc=%.4f (not retrained)", output_dir, previous["test_acc"])
             return previous

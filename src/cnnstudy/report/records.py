@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cnnstudy.record import METRICS_FILE
+from cnnstudy.record import METRICS_FILE, stale_note, status_of
 
 MULTIRUN = Path("multirun")
 # What a sweep's results are, without checkpoints or events: what `archive` keeps.
@@ -72,14 +72,15 @@ def read_job(job_dir: Path, sweep_dir: Path) -> Job:
     except (OSError, ValueError) as e:
         job.status, job.detail = "unreadable", f"{type(e).__name__}: {e}"
         return job
-    job.metrics, job.status, job.probes = metrics, metrics.get("status", "unknown"), read_probes(job_dir)
+    job.metrics, job.status, job.probes = metrics, status_of(job_dir, metrics), read_probes(job_dir)
     job.overrides = list(metrics.get("overrides") or job.overrides)
     if job.status == "diverged":
         job.detail = f"epoch {metrics.get('diverged_epoch')}: {metrics.get('error', '')}"
     elif job.status == "running":
         job.detail = f"{len(job.epochs)} epoch(s) so far"
     elif job.status != "completed":
-        job.detail = str(metrics.get("error", ""))
+        stale = metrics.get("status") == "running"  # read as interrupted: its process is gone
+        job.detail = stale_note(job_dir, metrics) if stale else str(metrics.get("error", ""))
     return job
 
 
