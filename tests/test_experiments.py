@@ -26,6 +26,7 @@ JOBS = {
     "noisy_bn": 9,
     "norm_batch_size": 60,
     "init_sensitivity": 30,
+    "ioffe_mnist": 6,
     "speedrun": 3,
 }
 
