@@ -1,0 +1,125 @@
+"""The report's plots, read back from the matplotlib Figures: the values drawn are the report's numbers, one
+panel per level of a study's facet setting, every seed drawn, at most MAX_LINES lines a panel, legends outside
+the data. On the archived records of norm_batch_size (norm x batch size, 3 seeds) and dlwpt_ch8 (10 arms)."""
+
+import statistics
+from pathlib import Path
+
+import pytest
+from matplotlib.colors import to_hex
+
+from cnnstudy.report.compare import arm_levels, one_factor
+from cnnstudy.report.groups import build_groups
+from cnnstudy.report.plots import MAX_LINES, NORM_COLORS, line_styles, plot_curves, plot_test_acc_by_arm
+from cnnstudy.report.records import find_jobs
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+NORMS = ["bn", "gn", "ln", "none"]
+BATCHES = ["b2", "b4", "b8", "b32", "b128"]
+
+
+def report_table(study: str) -> dict[str, list[str]]:
+    """The committed report's "Results per group" table: group -> its cells."""
+    table = (RESULTS / study / "report.md").read_text().split("## Results per group")[1].split("\n## ")[0]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("| arm")
+    ]
+    return {row[0]: row for row in rows}
+
+
+def mean_and_std(cell: str) -> tuple[float, float]:
+    mean, std = cell.split(" ± ")
+    return float(mean), float(std)
+
+
+def lines_by_gid(ax) -> dict[str, list]:
+    found = {}
+    for line in ax.get_lines():
+        if line.get_gid():
+            found.setdefault(line.get_gid(), []).append(line)
+    return found
+
+
+@pytest.fixture(scope="module")
+def norm_batch_size():
+    groups, _ = build_groups(find_jobs(RESULTS / "norm_batch_size"))
+    return groups
+
+
+def legend_is_outside_every_panel(fig) -> bool:
+    fig.canvas.draw()
+    legend = (fig.legends or [ax.get_legend() for ax in fig.axes if ax.get_legend()])[0].get_window_extent()
+    return not any(legend.overlaps(ax.get_window_extent()) for ax in fig.axes)
+
+
+def test_curves_are_one_panel_per_norm_and_draw_the_reports_numbers_and_every_seed(norm_batch_size, tmp_path):
+    fig = plot_curves(norm_batch_size, tmp_path / "curves.png")
+    loss_axes, acc_axes = fig.axes[:4], fig.axes[4:]
+    assert [ax.get_title() for ax in loss_axes] == [f"model.norm={norm}" for norm in NORMS]
+    table = report_table("norm_batch_size")
+    colors = {}
+    for norm, loss_ax, acc_ax in zip(NORMS, loss_axes, acc_axes, strict=True):
+        loss_lines, acc_lines = lines_by_gid(loss_ax), lines_by_gid(acc_ax)
+        assert len([gid for gid in loss_lines if gid.endswith("|mean")]) == len(BATCHES) <= MAX_LINES
+        for batch in BATCHES:
+            group = f"arm/norm_batch_size={batch} model.norm={norm}"
+            (mean,) = loss_lines[f"{group}|mean"]
+            seeds = loss_lines[f"{group}|seed"]
+            assert list(mean.get_xdata()) == [1, 2, 3, 4, 5] and len(seeds) == 3
+            # the last epoch's mean and the seeds' std are the report's "last-epoch train loss" cell, the first
+            # epoch's its "epoch-1 train loss"
+            for epoch, column in ((-1, 5), (0, 3)):
+                seed_values = [line.get_ydata()[epoch] for line in seeds]
+                assert (round(mean.get_ydata()[epoch], 4), round(statistics.stdev(seed_values), 4)) == mean_and_std(
+                    table[group][column]
+                )
+                assert mean.get_ydata()[epoch] == pytest.approx(statistics.fmean(seed_values))
+            # validation accuracy in %: each seed's curve is drawn, the best of its epochs averages to "best val acc"
+            best = statistics.fmean(max(line.get_ydata()) for line in acc_lines[f"{group}|seed"])
+            assert round(best, 2) == mean_and_std(table[group][7])[0]
+            colors.setdefault(batch, set()).add(to_hex(mean.get_color()))
+    # a batch size has one colour in every panel, and the five are five colours
+    assert all(len(c) == 1 for c in colors.values()) and len({c.pop() for c in colors.values()}) == len(BATCHES)
+    assert legend_is_outside_every_panel(fig)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [*BATCHES, "one seed"]  # in batch order
+
+
+def test_test_accuracy_by_batch_size_draws_each_seed_beside_the_mean(norm_batch_size, tmp_path):
+    fig = plot_test_acc_by_arm(arm_levels(one_factor(norm_batch_size)), tmp_path / "test_acc_by_arm.png")
+    (ax,) = fig.axes
+    lines = lines_by_gid(ax)
+    table = report_table("norm_batch_size")
+    for norm in NORMS:
+        (mean,) = lines[f"model.norm={norm}|mean"]
+        (seeds,) = lines[f"model.norm={norm}|seeds"]
+        assert to_hex(mean.get_color()) == to_hex(NORM_COLORS[norm])  # a norm's colour in every figure
+        assert len(seeds.get_xdata()) == 3 * len(BATCHES)
+        for i, batch in enumerate(BATCHES):
+            x, three = mean.get_xdata()[i], seeds.get_ydata()[3 * i : 3 * i + 3]
+            assert [2, 4, 8, 32, 128][i] / 1.2 < x < [2, 4, 8, 32, 128][i] * 1.2  # moved sideways, not to another x
+            assert all(seed_x > x for seed_x in seeds.get_xdata()[3 * i : 3 * i + 3])  # beside it, to its right
+            cell = mean_and_std(table[f"arm/norm_batch_size={batch} model.norm={norm}"][8])
+            assert (round(mean.get_ydata()[i], 2), round(statistics.stdev(three), 2)) == cell
+    assert legend_is_outside_every_panel(fig)
+
+
+def test_an_ablation_of_many_arms_is_split_into_panels_with_the_first_arm_as_reference(tmp_path):
+    groups, _ = build_groups(find_jobs(RESULTS / "dlwpt_ch8"))
+    assert len(groups) == 10
+    fig = plot_curves(groups, tmp_path / "curves.png")
+    loss_axes = fig.axes[: len(fig.axes) // 2]
+    drawn = [[gid.removesuffix("|mean") for gid in lines_by_gid(ax) if gid.endswith("|mean")] for ax in loss_axes]
+    assert all(len(panel) <= MAX_LINES and panel[0] == "arm/dlwpt_ch8=net" for panel in drawn)
+    assert sorted({label for panel in drawn for label in panel}) == sorted(g.label for g in groups)
+    assert legend_is_outside_every_panel(fig)
+
+
+def test_line_styles_colour_one_setting_and_dash_the_other():
+    styles, title = line_styles(["model=bn optim=adam", "model=bn optim=sgd", "model=nobn optim=adam"])
+    assert title == "model / optim"
+    assert [styles[k]["color"] for k in styles] == [NORM_COLORS["bn"], NORM_COLORS["bn"], NORM_COLORS["nobn"]]
+    assert [styles[k]["linestyle"] for k in styles] == ["-", "--", "-"]
+    # numbered levels in numeric order, each its own colour
+    ordered, _ = line_styles([f"model.init_scale={s}" for s in ("5.0", "0.1", "1.0")])
+    assert [s["label"] for s in ordered.values()] == ["0.1", "1.0", "5.0"]
+    assert len({to_hex(s["color"]) for s in ordered.values()}) == 3
