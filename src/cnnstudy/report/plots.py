@@ -50,7 +50,7 @@ def settings(label: str) -> dict[str, str]:
 
 def number(value: str) -> float | None:
     """The number a level names: `0.1`, `1e-3`, or an arm's `b128`; None for a word."""
-    found = re.fullmatch(r"[A-Za-z_]*(\d+(?:\.\d*)?(?:e-?\d+)?)", value)
+    found = re.fullmatch(r"[A-Za-z]*(\d+(?:\.\d*)?(?:e-?\d+)?)", value)
     return float(found[1]) if found else None
 
 
@@ -84,7 +84,7 @@ def palette(key: str | None, levels: list[str]) -> dict[str, str]:
     """A colour per level of `key`: the norms' own, a sequential map for numbers, else categorical."""
     if key in NORM_SETTINGS and set(levels) <= NORM_COLORS.keys():
         return {level: NORM_COLORS[level] for level in levels}
-    if len(levels) > 2 and all(number(level) is not None for level in levels):
+    if all(number(level) is not None for level in levels):
         viridis = colormaps["viridis"]  # dark to light in level order; its yellow end left out
         return {level: viridis(f) for level, f in zip(levels, np.linspace(0, 0.85, len(levels)), strict=True)}
     if len(levels) <= len(OKABE_ITO):
@@ -136,7 +136,7 @@ def chunks(items: list, size: int) -> list[list]:
 def legend_outside(fig: Figure, handles: list, title: str, note: Line2D | None = None) -> None:
     """One legend for the whole figure, right of the panels (constrained layout makes room for it)."""
     handles = [*handles, note] if note else handles
-    fig.legend(handles=handles, loc="outside right upper", fontsize="small", title=title, title_fontsize="small")
+    fig.legend(handles=handles, loc="outside right center", fontsize="small", title=title, title_fontsize="small")
 
 
 def seed_line(color) -> Line2D:
@@ -329,7 +329,8 @@ def lr_axes(fig: Figure, panels: list) -> list:
 
 def lr_figure(panels: list) -> Figure:
     columns = min(3, len(panels))
-    return Figure(figsize=(3 + 4.2 * columns, 1 + 4 * math.ceil(len(panels) / columns)), layout="constrained")
+    size = (max(8.5, 3 + 4.2 * columns), 1 + 4 * math.ceil(len(panels) / columns))  # room for a title and legend
+    return Figure(figsize=size, layout="constrained")
 
 
 def plot_test_acc_vs_lr(series: list[LrSeries], path: Path) -> Figure:
@@ -357,7 +358,7 @@ def plot_test_acc_vs_lr(series: list[LrSeries], path: Path) -> Figure:
     fig.suptitle(f"test accuracy vs lr: {SEED_NOTE}", fontsize="medium")
     diverged_note = Line2D([], [], linestyle="none", marker="x", color="gray", mew=2, label="diverged (≥ 1 seed)")
     handles = [Line2D([], [], **style) for style in entries] + [seed_points()]
-    legend_outside(fig, handles, title, diverged_note)
+    legend_outside(fig, handles, title, diverged_note if any(p.diverged for s in series for p in s.points) else None)
     fig.savefig(path, dpi=100)
     return fig
 
@@ -442,6 +443,7 @@ def plot_landscape(groups: list[Group], path: Path) -> Figure | None:
         axes[2].set(xlabel="training step", ylabel="max ‖Δ∇L‖ / ‖ηg‖", title="effective β-smoothness", yscale="log")
     for ax in axes:
         ax.grid(alpha=0.3)
+        plain_log_labels(ax)
     handles = [Line2D([], [], **{**style, "marker": None}) for style in styles.values()]
     legend_outside(fig, handles, title)
     fig.suptitle("along the gradient at the probed step sizes η; band = min–max over η, mean over seeds")
@@ -482,6 +484,7 @@ def plot_layer_stats(rows: list[LayerRow], groups: list[Group], path: Path) -> F
                 )
             ax.set(yscale="log", ylabel=ylabel, title=f"{name} (n = {len(jobs)})")
             ax.grid(alpha=0.3)
+            plain_log_labels(ax)
     for ax in axes[-1]:
         ax.set_xlabel("training step")
     legend_outside(fig, axes[0][0].get_lines(), "layer (input to output)")
