@@ -394,9 +394,10 @@ def plot_stability(series: list[LrSeries], threshold: float, path: Path) -> Figu
     fig = lr_figure(panels)
     by_label = {s.label: s for s in series}
     for ax, (_, labels) in zip(lr_axes(fig, panels), panels, strict=True):
-        for label in labels:
+        for label, offset in zip(labels, offsets(len(labels)), strict=True):  # apart, as equal fractions are common
             decided = [p for p in by_label[label].points if p.decided]
-            ax.plot([p.lr for p in decided], [p.trained / p.decided for p in decided], **styles[label], gid=label)
+            lrs = beside([p.lr for p in decided], offset, True, 0)
+            ax.plot(lrs, [p.trained / p.decided for p in decided], **styles[label], gid=label)
         ax.set(ylim=(-0.05, 1.05))
     fig.axes[0].set_ylabel("fraction of seeds that still train")
     fig.suptitle(
