@@ -7,6 +7,7 @@ HYDRA_FULL_ERROR=1, or any Hydra flag but -m and --config-dir, skips the check: 
 """
 
 import os
+import re
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -42,7 +43,7 @@ def one_line(message: str) -> str:
     """Hydra's multi-line message as one line: an option list after 'xxx:' joined by commas."""
     parts, options = [], []
     for line in message.splitlines():
-        line = line.strip().removeprefix("In 'train': ")
+        line = re.sub(r"^In '[^']*': ", "", line.strip())  # the config Hydra composed: 'train', 'hydra/config'"
         if not line or line.startswith(NOISE):
             continue
         if options or (parts and parts[-1].endswith(":")):
@@ -137,7 +138,8 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
     except HydraException as e:
         fail(one_line(str(e)))
     _check_writable([o.input_line for o in overrides])
-    ours = [o for o in overrides if not o.get_key_element().startswith("hydra")]
+    # Hydra's own choices and keys are composed too (a launcher or sweeper typo); the search path is added below
+    ours = [o for o in overrides if o.get_key_element() != "hydra.searchpath"]
     for override in overrides:  # the user's config folders, in Hydra's order: --config-dir, then hydra.searchpath
         if override.get_key_element() == "hydra.searchpath":
             searchpath += list(override.value())
