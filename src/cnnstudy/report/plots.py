@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure  # pyplot-free: no global state; PNGs are drawn by the Agg canvas
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from cnnstudy.report.compare import ArmLevels, LrSeries
 from cnnstudy.report.groups import Group
@@ -310,8 +310,9 @@ def norm_panels(labels: list[str]) -> tuple[list[tuple[str, list[str]]], dict[st
     return panels, {label: entries[norm_of[label]] for label in labels}, (list(entries.values()), title)
 
 
-def lr_axes(fig: Figure, panels: list) -> list:
-    """A panel per entry of `panels`, up to three a row, sharing both axes; log lr, plainly labelled."""
+def lr_axes(fig: Figure, panels: list, lrs: list[float]) -> list:
+    """A panel per entry of `panels`, up to three a row, sharing both axes; log lr, a tick at each of up to 8
+    `lrs` run, else at the powers of ten (and 2 and 5)."""
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
     axes = list(fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).flat)
@@ -322,6 +323,9 @@ def lr_axes(fig: Figure, panels: list) -> list:
         ax.title.set_fontsize("medium")
         ax.grid(alpha=0.3)
         plain_log_labels(ax, "x")
+        if len(set(lrs)) <= 8:
+            ax.set_xticks(sorted(set(lrs)), [f"{lr:g}" for lr in sorted(set(lrs))])
+            ax.xaxis.set_minor_formatter(NullFormatter())
     for ax in axes[: len(panels)]:
         ax.set_xlabel("learning rate")
     return axes[: len(panels)]
@@ -339,7 +343,7 @@ def plot_test_acc_vs_lr(series: list[LrSeries], path: Path) -> Figure:
     panels, styles, (entries, title) = norm_panels([s.label for s in series])
     fig = lr_figure(panels)
     by_label = {s.label: s for s in series}
-    for ax, (_, labels) in zip(lr_axes(fig, panels), panels, strict=True):
+    for ax, (_, labels) in zip(lr_axes(fig, panels, [p.lr for s in series for p in s.points]), panels, strict=True):
         for label, offset in zip(labels, offsets(len(labels)), strict=True):
             s, style = by_label[label], styles[label]
             plot_means(ax, [(p.lr, p.test_acc) for p in s.points], style, offset, True, 0, s.label)
@@ -393,7 +397,7 @@ def plot_stability(series: list[LrSeries], threshold: float, path: Path) -> Figu
     panels, styles, (entries, title) = norm_panels([s.label for s in series])
     fig = lr_figure(panels)
     by_label = {s.label: s for s in series}
-    for ax, (_, labels) in zip(lr_axes(fig, panels), panels, strict=True):
+    for ax, (_, labels) in zip(lr_axes(fig, panels, [p.lr for s in series for p in s.points]), panels, strict=True):
         for label, offset in zip(labels, offsets(len(labels)), strict=True):  # apart, as equal fractions are common
             decided = [p for p in by_label[label].points if p.decided]
             lrs = beside([p.lr for p in decided], offset, True, 0)
