@@ -109,28 +109,28 @@ def line_styles(labels: list[str]) -> tuple[dict[str, dict], str]:
         key, rest, combos = None, [], [""]
     levels = in_order(settings(label).get(key, ABSENT) for label in labels) if key else labels
     colors = palette(key, levels)
-    styles = {}
+    styles, order = {}, {}
     for label in labels:
         level = settings(label).get(key, ABSENT) if key else label
-        combo = " ".join(settings(label).get(k, ABSENT) for k in rest)
+        combo = combos.index(" ".join(settings(label).get(k, ABSENT) for k in rest))
         styles[label] = {
             "label": level if len(found) == 1 else label,  # the legend's title names a single setting
             "color": colors[level],
             "marker": MARKERS[levels.index(level) % len(MARKERS)],
-            "linestyle": LINE_STYLES[combos.index(combo)],
+            "linestyle": LINE_STYLES[combo],
         }
-    order = {
-        label: (levels.index(settings(label).get(key, ABSENT) if key else label), styles[label]["linestyle"])
-        for label in labels
-    }  # legend in level order
+        order[label] = (levels.index(level), combo)  # the legend in level order
     title = ", ".join(found) if key is None else " / ".join([key, *rest])
     return dict(sorted(styles.items(), key=lambda item: order[item[0]])), title
 
 
 def chunks(items: list, size: int) -> list[list]:
     """`items` in as few even runs of at most `size` as there can be."""
+    if not items:
+        return []
     count = math.ceil(len(items) / size)
-    return [list(part) for part in np.array_split(np.array(items, dtype=object), count)] if items else []
+    bounds = [math.ceil(i * len(items) / count) for i in range(count + 1)]  # longer runs first
+    return [items[start:end] for start, end in zip(bounds, bounds[1:], strict=False)]
 
 
 def legend_outside(fig: Figure, handles: list, title: str, note: Line2D | None = None) -> None:
@@ -222,9 +222,8 @@ def plot_curves(groups: list[Group], path: Path) -> Figure | None:
                 runs = per_epoch(group.completed, metric, scale)
                 for xs, ys in runs:
                     ax.plot(xs, ys, color=style["color"], linewidth=0.8, alpha=0.45, gid=f"{group.label}|seed")
-                mean = mean_over_seeds(runs)
                 ax.plot(
-                    *mean,
+                    *mean_over_seeds(runs),
                     **style,
                     linewidth=1.8,
                     markersize=4,
