@@ -5,6 +5,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+from cnnstudy.callbacks import EpochLines, progress_bar
+
 from conftest import ROOT
 
 EPOCH_LINE = re.compile(
@@ -12,6 +17,7 @@ EPOCH_LINE = re.compile(
 )
 
 
+@pytest.mark.slow
 def test_redirected_training_writes_one_line_per_epoch_and_no_carriage_returns(tmp_path, data_root):
     log = tmp_path / "train.out"
     with log.open("w") as out:  # stdout and stderr into one file, as a SLURM job's log
@@ -32,15 +38,15 @@ def test_redirected_training_writes_one_line_per_epoch_and_no_carriage_returns(t
     assert sum("epoch" in line and "val loss" in line for line in text.splitlines()) == 2
 
 
-def test_a_terminal_gets_the_tqdm_bar_and_a_pipe_the_epoch_lines():
-    probe = "from cnnstudy.callbacks import progress_bar; print(type(progress_bar(20)).__name__)"
-    piped = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert piped.stdout.split() == ["EpochLines"]
-    leader, follower = os.openpty()  # a pseudo-terminal as stdout, as an interactive shell gives
+def test_a_terminal_gets_the_tqdm_bar_and_a_file_the_epoch_lines(monkeypatch, tmp_path):
+    leader, follower = os.openpty()  # a pseudo-terminal, as an interactive shell gives stdout
     try:
-        subprocess.run([sys.executable, "-c", probe], cwd=ROOT, stdout=follower, check=True, timeout=120)
-        output = os.read(leader, 1000).decode()
+        with open(follower, "w", closefd=False) as terminal:
+            monkeypatch.setattr(sys, "stdout", terminal)
+            assert isinstance(progress_bar(20), TQDMProgressBar) and progress_bar(20).refresh_rate == 20
+        with (tmp_path / "log").open("w") as log:
+            monkeypatch.setattr(sys, "stdout", log)
+            assert isinstance(progress_bar(20), EpochLines)
     finally:
         os.close(leader)
         os.close(follower)
-    assert output.split() == ["TQDMProgressBar"]
