@@ -1,5 +1,7 @@
 """The progress output: tqdm's bar on a terminal, one line per epoch in a file (a SLURM log, CI)."""
 
+import copy
+import json
 import os
 import re
 import subprocess
@@ -9,6 +11,7 @@ import pytest
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from cnnstudy.callbacks import EpochLines, progress_bar
+from cnnstudy.record import same_run, setup_identity
 
 from conftest import ROOT
 
@@ -50,3 +53,13 @@ def test_a_terminal_gets_the_tqdm_bar_and_a_file_the_epoch_lines(monkeypatch, tm
     finally:
         os.close(leader)
         os.close(follower)
+
+
+def test_how_progress_is_shown_is_not_part_of_a_runs_identity():
+    """A run recorded with tqdm's bar (every archived record) is the same run, and of the same group, as one
+    configured with today's progress_bar: a re-run skips or resumes it, the report groups them together."""
+    recorded = json.loads((ROOT / "docs/results/norm_batch_size/2026-12-03_a/0/metrics.json").read_text())["config"]
+    assert recorded["callbacks"]["progress_bar"]["_target_"] == "lightning.pytorch.callbacks.TQDMProgressBar"
+    today = copy.deepcopy(recorded)
+    today["callbacks"]["progress_bar"] = {"_target_": "cnnstudy.callbacks.progress_bar", "refresh_rate": 20}
+    assert same_run(recorded, today) and setup_identity(recorded) == setup_identity(today)

@@ -41,6 +41,7 @@ RUNTIME_KEYS = (
     "data.download",
     "probes",
     "callbacks.model_checkpoint.dirpath",  # inside the run dir, wherever that is
+    "callbacks.progress_bar",  # how progress is shown (a bar on a terminal, a line per epoch in a log)
     "logger",  # where the curves are written (their run names hold the seed)
 )
 # One draw of a setup: the jobs of a group differ only in these (the shuffle order follows the seed).
