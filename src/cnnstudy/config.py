@@ -43,7 +43,7 @@ def one_line(message: str) -> str:
     """Hydra's multi-line message as one line: an option list after 'xxx:' joined by commas."""
     parts, options = [], []
     for line in message.splitlines():
-        line = re.sub(r"^In '[^']*': ", "", line.strip())  # the config Hydra composed: 'train', 'hydra/config'"
+        line = re.sub(r"^In '[^']*': ", "", line.strip())  # the config Hydra composed: 'train', 'hydra/config'
         if not line or line.startswith(NOISE):
             continue
         if options or (parts and parts[-1].endswith(":")):
