@@ -15,6 +15,7 @@ from cnnstudy.errors import UserError
 from cnnstudy.report import report
 from cnnstudy.report.claims import load_claims
 from cnnstudy.report.pages import BLOCK, DEFAULT_PAGES, main, pages, study_verdicts
+from cnnstudy.report.plots import plot_verdicts
 from test_report import completed, write_job
 
 from conftest import ROOT, run_cli
@@ -103,6 +104,27 @@ def test_the_report_opens_with_the_verdicts(sweep):
     row = next(line for line in verdicts.splitlines() if line.startswith("| **bn_better**"))
     assert "+3.00 [95 %:" in row and "| **better** | reproduced |" in row
     assert "Holm's correction" in verdicts and "its 4 tested claims" in verdicts
+
+
+def test_the_verdicts_figure_draws_each_claims_effect_and_interval(sweep, tmp_path):
+    result = report(sweep, claims=sweep.parent / "claims.yaml")
+    assert result.plots[0] == "verdicts.png"  # the figure a study's page opens with
+    fig = plot_verdicts(result.verdicts, tmp_path / "verdicts.png")
+    assert len(fig.axes) == 2  # differences between groups, and the source's number: two panels
+    drawn = {}
+    for ax in fig.axes:
+        names = [t.get_text() for t in ax.get_yticklabels()]
+        for line in ax.get_lines():
+            xs, ys = line.get_xdata(), line.get_ydata()
+            if len(xs) == 2 and ys[0] == ys[1]:  # an interval
+                drawn.setdefault(names[int(ys[0])], {})["interval"] = tuple(xs)
+            elif len(xs) == 1:  # an effect: filled where resolved
+                resolved = line.get_markerfacecolor() != "white"
+                drawn.setdefault(names[int(ys[0])], {}).update(effect=xs[0], resolved=resolved)
+    for v in result.verdicts:
+        assert drawn[v.claim.name]["effect"] == pytest.approx(v.effect * 100)
+        assert drawn[v.claim.name]["interval"] == pytest.approx(tuple(x * 100 for x in v.interval))
+        assert drawn[v.claim.name]["resolved"] == (not v.words.startswith("not resolved"))
 
 
 def test_a_trend_is_the_least_squares_slope(tmp_path):

@@ -41,6 +41,7 @@ from cnnstudy.report.plots import (
     plot_stability,
     plot_test_acc_by_arm,
     plot_test_acc_vs_lr,
+    plot_verdicts,
 )
 from cnnstudy.report.records import MULTIRUN, archive, find_jobs, latest_sweep, sweep_commands
 from cnnstudy.report.stats import landscape_stats, layer_stats
@@ -81,6 +82,8 @@ def report(sweep_dir: Path, trains_above: float | None = None, claims: Path | No
         verdicts=evaluate(claim_set, groups, common, trains_above) if claim_set else [],
         trains_above=trains_above,
     )
+    if plot_verdicts(result.verdicts, sweep_dir / "verdicts.png"):
+        result.plots.append("verdicts.png")
     if plot_curves(groups, sweep_dir / "curves.png"):
         result.plots.append("curves.png")
     if series:
