@@ -197,10 +197,13 @@ class ParallelLauncher(JoblibLauncher):
                         # for a signal to the command), then raise its error
                         failed = future
                         send(executor._processes, signal.SIGTERM)
-            executor.shutdown(wait=not (forward.received or failed), kill_workers=bool(forward.received or failed))
+            if forward.received or failed:
+                executor.shutdown(wait=False, kill_workers=True)
+            # else the workers stay for the next batch of jobs (Optuna's); idle for 10 s, or at exit, they end
         if forward.received is not None:
             stopped(forward.received, str(sweep_dir))
         if failed is not None:
+            end_process_tree()
             failed.result()  # raises the job's error
         return [future.result() for future in returns]
 
@@ -213,8 +216,9 @@ class LocalLauncher(submitit_launcher.LocalLauncher):
         def controllers() -> list[int]:
             return [pid for pid, parent in parents().items() if parent == os.getpid()]
 
-        def jobs() -> list[int]:
-            return [job for controller in controllers() for job in process_tree(controller)]
+        def jobs() -> list[int]:  # the controllers' children (not what a job started: its DataLoader workers)
+            ours = controllers()
+            return [pid for pid, parent in parents().items() if parent in ours]
 
         with ForwardSignals(jobs, interrupt=True) as forward:
             try:
