@@ -13,6 +13,7 @@ from cnnstudy.builders import build, build_module, configure_process
 from cnnstudy.checkpoints import CONFIG_KEY, load_checkpoint
 from cnnstudy.config import compose_train
 from cnnstudy.errors import UserError, exit_on_user_error, fail
+from cnnstudy.hardware import run_precision
 
 GROUPS = ("data", "model", "optim", "scheduler", "trainer", "callbacks")
 
@@ -46,7 +47,8 @@ def evaluate(ckpt_path: str, overrides: list[str]) -> dict:
     configure_process(cfg)
     datamodule = build("data", cfg.data)
     datamodule.setup("test")  # missing or bad data answers before the Trainer starts
-    trainer = build("trainer", cfg.trainer, logger=False, enable_checkpointing=False)
+    precision = run_precision(cfg).value  # the checkpoint's; trainer.precision=auto resolved as train does
+    trainer = build("trainer", cfg.trainer, precision=precision, logger=False, enable_checkpointing=False)
     (result,) = trainer.test(module, datamodule=datamodule, verbose=False)
     return result
 

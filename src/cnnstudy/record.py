@@ -2,8 +2,9 @@
 
 This module is its only writer. Keys: status, test_acc, test_loss, best_val_acc, params, processes
 (training processes: > 1 under DDP), seconds, steps (optimizer steps taken, once the run has ended),
-overrides, choices, config (resolved), epochs (per epoch:
-train/val loss and accuracy), and error / diverged_epoch where they apply. Accuracies are fractions.
+overrides, choices, config (resolved; its trainer.precision the one the run ran at, `auto` resolved), precision (the
+same), provenance (cnnstudy.provenance: code and library versions, hardware, threads, start and end times), epochs
+(per epoch: train/val loss and accuracy), and error / diverged_epoch where they apply. Accuracies are fractions.
 With module.eval_also_in_train_mode=true also val_loss_train_mode / val_acc_train_mode per epoch and
 test_loss_train_mode / test_acc_train_mode: the same splits measured with the model in train mode
 (cnnstudy.callbacks.TRAIN_MODE_EPOCH_KEYS, TRAIN_MODE_TEST_KEYS).
@@ -24,6 +25,7 @@ import logging
 import os
 import socket
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cnnstudy.errors import StorageError
@@ -43,6 +45,7 @@ RUNTIME_KEYS = (
     "callbacks.model_checkpoint.dirpath",  # inside the run dir, wherever that is
     "callbacks.progress_bar",  # how progress is shown (a bar on a terminal, a line per epoch in a log)
     "logger",  # where the curves are written (their run names hold the seed)
+    "precision_proven",  # which precision `auto` picks: the resolved trainer.precision is the identity
 )
 # One draw of a setup: the jobs of a group differ only in these (the shuffle order follows the seed).
 SEED_KEYS = ("seed", "data.shuffle_seed")
@@ -61,9 +64,22 @@ def without(config: dict, keys: tuple[str, ...]) -> dict:
     return config
 
 
+# Lightning's older spellings of a precision, in its current names.
+PRECISION_NAMES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
+
+
+def precision_of(config: dict) -> str:
+    """The precision a recorded config ran at, in Lightning's current names: a record from before cnnstudy had
+    trainer.precision (or with 32, Lightning's old name) ran at 32-true, as new fp32 runs do."""
+    precision = str((config.get("trainer") or {}).get("precision", "32-true"))
+    return PRECISION_NAMES.get(precision, precision)
+
+
 def run_identity(config: dict) -> dict:
     """What a run computes: two configs with the same identity are the same run (resume, skip)."""
-    return without(config, RUNTIME_KEYS)
+    identity = without(config, RUNTIME_KEYS)
+    identity["trainer"] = {**(identity.get("trainer") or {}), "precision": precision_of(config)}
+    return identity
 
 
 def same_run(recorded: dict, config: dict) -> bool:
@@ -80,13 +96,17 @@ def same_run(recorded: dict, config: dict) -> bool:
 
 def setup_identity(config: dict) -> dict:
     """What a group of seeds shares: the run identity without the seed."""
-    return without(config, RUNTIME_KEYS + SEED_KEYS)
+    return without(run_identity(config), SEED_KEYS)
 
 
 def run_name(overrides: list[str]) -> str:
     """A run's name from its overrides (e.g. 'model=nobn,optim.lr=0.01'), usable as a folder name."""
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "data.root"))]
     return ",".join(sorted(kept)).replace("/", "_") or "defaults"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -179,6 +199,8 @@ class RunRecord:
         return {**record, "epochs": self.epochs, "status": status, **fields}
 
     def write(self, status: str, **fields) -> dict:
+        if status != "running" and "provenance" in self.header:
+            self.header["provenance"]["ended"] = utc_now()
         record = self.as_dict(status, **fields)
         if self.writes:
             write_json_atomic(self.path, record)

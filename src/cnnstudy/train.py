@@ -26,8 +26,10 @@ from cnnstudy.callbacks import RunRecorder, StopOnSignal
 from cnnstudy.checkpoints import CONFIG_KEY, AtomicCheckpointIO, load_checkpoint
 from cnnstudy.config import CONF_DIR, check_overrides, register_resolvers
 from cnnstudy.errors import Interrupted, StorageError, UserError, exit_on_user_error, fail, find_user_error
+from cnnstudy.hardware import describe, detect_hardware, run_precision
 from cnnstudy.loggers import log_hyperparams
 from cnnstudy.module import Diverged
+from cnnstudy.provenance import run_provenance
 from cnnstudy.record import RunRecord, read_record, record_failure, same_run, stale_note
 
 log = logging.getLogger("cnnstudy")
@@ -88,7 +90,9 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
     """Fit and test one config in `output_dir`; returns the final metrics.json record. Raises Interrupted
     (a signal `stop` caught) and StorageError (files that cannot be written) after recording them."""
     check_config(cfg)
+    precision = run_precision(cfg, choices.get("model"))
     config = OmegaConf.to_container(cfg, resolve=True)
+    config["trainer"]["precision"] = precision.value  # the run is what it trains at (identity, resume), not `auto`
     with run_dir_lock(output_dir):
         previous, resume_from = previous_run(output_dir, config)
         if previous is not None and previous.get("status") == "running":  # we hold its lock: its process is gone
@@ -102,14 +106,24 @@ def train(cfg: DictConfig, output_dir: Path, overrides: list[str], choices: dict
         datamodule.setup("fit")  # bad data answers now, before anything is written
         module = build_module(cfg)
         params = count_parameters(module.model)
-        record = RunRecord(output_dir, {"overrides": overrides, "choices": choices, "params": params, "config": config})
+        resumed_from = (previous or {}).get("provenance") if resume_from else None
+        provenance = run_provenance(detect_hardware(), precision.rule, resumed_from)
+        header = {"overrides": overrides, "choices": choices, "params": params, "config": config}
+        record = RunRecord(output_dir, {**header, "precision": precision.value, "provenance": provenance})
         if resume_from and previous:
             record.continue_from(previous)
         loggers = [build(f"logger.{name}", c) for name, c in (cfg.get("logger") or {}).items()]
         callbacks = [build(f"callbacks.{name}", c) for name, c in cfg.callbacks.items()]
         callbacks += [RunRecorder(record, run_info={"config": config, "choices": choices}), stop]
         callbacks += [build(f"probes.{name}", c) for name, c in (cfg.get("probes") or {}).items()]
-        trainer = build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+        trainer = build(
+            "trainer",
+            cfg.trainer,
+            precision=precision.value,
+            callbacks=callbacks,
+            logger=loggers,
+            plugins=[AtomicCheckpointIO()],
+        )
         record.header["processes"] = trainer.world_size  # > 1 under DDP
 
         def finish(status: str, metrics: dict, **fields) -> dict:
@@ -200,6 +214,10 @@ def main(cfg: DictConfig) -> float:
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
     route_library_logs()
     with StopOnSignal() as stop:
+        precision = run_precision(cfg, choices.get("model"))
+        log.info(describe(precision, detect_hardware()))
+        if precision.warning:
+            log.warning(precision.warning)
         log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
         return run_job(cfg, output_dir, overrides, choices, stop, sweeping=hydra_cfg.mode == RunMode.MULTIRUN)
 

@@ -4,6 +4,8 @@ A *group* is the jobs whose resolved configs are equal but for the seed, the run
 (`cnnstudy.record.setup_identity`) and the folder they wrote checkpoints to. A job that recorded no
 config (a failed job may not) joins the group of the configured jobs with its overrides, or makes its own.
 A group is labelled by its overrides, less those every group shares (the style of the committed reports).
+A group whose runs ran on different code or library versions, and groups of different precisions, are named
+in a warning (`provenance_warnings`).
 """
 
 import json
@@ -160,3 +162,47 @@ def name_same_labels_apart(groups: list[Group]) -> None:
         keys = sorted({k for s in setups[1:] for k in differing_keys(setups[0], s)})
         for g, setup in zip(same, setups, strict=True):
             g.label += " [" + " ".join(f"{k}={shown(setup.get(k, '–'))}" for k in keys) + "]"
+
+
+NOT_RECORDED = "provenance not recorded"  # a record from before cnnstudy recorded what ran it
+VERSION_KEYS = ("python", "torch", "lightning", "numpy")
+
+
+def versions(job: Job) -> list[dict]:
+    """The code and library versions of each session that trained `job` (a resumed run has several)."""
+    sessions, provenance = [], job.metrics.get("provenance")
+    while provenance:
+        code = provenance.get("code") or {}
+        commit = code.get("commit", "")[:7] + ("+dirty" if code.get("dirty") else "")
+        sessions.append({"code": commit or code.get("version")} | {k: provenance.get(k) for k in VERSION_KEYS})
+        provenance = provenance.get("resumed_from")
+    return sessions
+
+
+def mixed_versions(group: Group) -> str | None:
+    """What differs between the versions its completed runs ran on, e.g. `torch 2.14.1 / 2.15.0`; None if nothing."""
+    sessions = [versions(job) for job in group.completed]
+    recorded = [session for job in sessions for session in job]
+    if not recorded:  # nothing known to differ: an archive from before provenance was recorded
+        return None
+    differing = [
+        f"{key} {' / '.join(sorted(values))}"
+        for key in ("code", *VERSION_KEYS)
+        if len(values := {str(session[key]) for session in recorded}) > 1
+    ]
+    if unknown := sum(not job for job in sessions):
+        differing.append(f"{NOT_RECORDED} for {unknown} of {len(sessions)} runs")
+    return "; ".join(differing) or None
+
+
+def provenance_warnings(groups: list[Group]) -> list[str]:
+    """One sentence per group whose runs ran on different code or library versions, and one if the groups
+    train at different precisions (a missing precision is Lightning's default, 32-true)."""
+    warnings = [f"group `{g.label}` ran on different versions: {mixed}" for g in groups if (mixed := mixed_versions(g))]
+    by_precision = defaultdict(list)
+    for g in (g for g in groups if g.setup):  # the identity's precision: 32-true for a record that names none
+        by_precision[g.setup["trainer.precision"]].append(f"`{g.label}`")
+    if len(by_precision) > 1:
+        named = "; ".join(f"{precision}: {', '.join(labels)}" for precision, labels in sorted(by_precision.items()))
+        warnings.append(f"the groups train at different precisions: {named}")
+    return warnings

@@ -13,7 +13,7 @@ from cnnstudy.report.compare import (
     SeriesComparison,
 )
 from cnnstudy.report.edge import edge_text, fine_pass, ratio_text
-from cnnstudy.report.groups import COLUMNS, Group, shown, sort_key
+from cnnstudy.report.groups import COLUMNS, Group, provenance_warnings, shown, sort_key
 from cnnstudy.report.probe_sections import landscape_section, layers_section
 from cnnstudy.report.records import Job
 from cnnstudy.report.stats import LandscapeRow, LayerRow
@@ -55,6 +55,7 @@ def header_section(r: Report) -> list[str]:
     lines += [f"jobs: {sum(r.counts.values())} ({counts})  "]
     if r.common:
         lines += [f"same in every group: `{' '.join(sorted(r.common, key=sort_key))}`"]
+    lines += [f"\n**warning:** {warning}" for warning in provenance_warnings(r.groups)]
     return lines
 
 

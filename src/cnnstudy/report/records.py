@@ -1,5 +1,5 @@
 """Reading a sweep: each job's record (metrics.json, Hydra's overrides, the probes' TensorBoard scalars), the
-sweep commands, and copying the records that a report needs (`archive`)."""
+sweep commands, and copying the records that a report needs (`archive`), without the machine's paths."""
 
 import json
 import shlex
@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cnnstudy.record import METRICS_FILE, stale_note, status_of
+from cnnstudy.record import METRICS_FILE, read_record, stale_note, status_of, write_json_atomic
 
 MULTIRUN = Path("multirun")
 # What a sweep's results are, without checkpoints or events: what `archive` keeps.
@@ -125,9 +125,33 @@ def sweep_commands(sweep_dir: Path) -> list[str]:
     return commands
 
 
+DROPPED = object()  # what `portable` leaves out
+
+
+def portable(value, run_dir: Path):
+    """A record (or part of one) without the machine's absolute paths: a path inside `run_dir` (the checkpoints,
+    best_ckpt, the curves) relative to it, any other (the data root) left out; an override `key=<path>` likewise.
+    A run dir moved since the run leaves its paths out too. Text with spaces (an error message) is kept as it is."""
+    if isinstance(value, dict):
+        kept = {key: portable(item, run_dir) for key, item in value.items()}
+        return {key: item for key, item in kept.items() if item is not DROPPED}
+    if isinstance(value, list):
+        return [item for item in (portable(item, run_dir) for item in value) if item is not DROPPED]
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        return value
+    if Path(value).is_absolute():
+        return str(Path(value).relative_to(run_dir)) if Path(value).is_relative_to(run_dir) else DROPPED
+    key, equals, path = value.partition("=")
+    if equals and Path(path).is_absolute():  # an override key=<path>
+        path = portable(path, run_dir)
+        return DROPPED if path is DROPPED else f"{key}={path}"
+    return value
+
+
 def archive(sweep_dir: Path, dest: Path) -> Path:
-    """Copy the sweep's records (RECORDS) to dest/<sweep folder name>/ and return dest. A study too long for
-    one sitting is run in slices (a few arms each), each archived into the same dest and reported as one."""
+    """Copy the sweep's records (RECORDS) to dest/<sweep folder name>/ and return dest; a metrics.json without the
+    machine's paths (`portable`). A study too long for one sitting is run in slices (a few arms each), each archived
+    into the same dest and reported as one."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a folder")
@@ -135,7 +159,11 @@ def archive(sweep_dir: Path, dest: Path) -> Path:
         for path in sweep_dir.glob(pattern):
             copy = Path(dest) / sweep_dir.name / path.relative_to(sweep_dir)
             copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, copy)
+            record = read_record(path.parent) if path.name == METRICS_FILE else None
+            if record is not None:
+                write_json_atomic(copy, portable(record, path.parent.absolute()))
+            else:  # not a record, or unreadable: reported as it is
+                shutil.copyfile(path, copy)
     for job_dir in (p.parent for p in sweep_dir.rglob(METRICS_FILE)):
         if probes := read_probes(job_dir):
             compact = Path(dest) / sweep_dir.name / job_dir.relative_to(sweep_dir) / PROBES_FILE
