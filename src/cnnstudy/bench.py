@@ -8,9 +8,11 @@ Throughput: for each case (model, data, batch size), in ONE process, the images/
   cnnstudy  the real datamodule + Classifier + Trainer, as `cnnstudy.train` runs them, timed from
             the first batch after warm-up to the end of the epoch. Validation is off (it is not
             training throughput) and so is checkpointing (once per epoch, not per batch).
-Each round measures every path once, in alternating order (a b c, c b a, ...), so that the
-machine's noise hits every path alike; a ratio (cnnstudy/compute, cnnstudy/notebook) is taken
-within each round and reported as the median with its spread over the rounds.
+compute and cnnstudy run in fp32 and in bf16-mixed (autocast to bfloat16, as Lightning's
+`trainer.precision=bf16-mixed` does). Each round measures every path once, in alternating order
+(a b c, c b a, ...), so that the machine's noise hits every path alike; a ratio (cnnstudy/compute,
+cnnstudy/notebook, bf16 / fp32) is taken within each round and reported as the median with its
+spread over the rounds.
 
 Overhead: a real sweep (`python -m cnnstudy.train -m`, N jobs of a few training steps) against
 the pure training time of the same steps (the compute path) and the pure forward time of the
@@ -19,8 +21,10 @@ of that is evaluation.
 """
 
 import argparse
+import contextlib
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -44,16 +48,35 @@ CASES = [("bn", "mnist", 100), ("nobn", "mnist", 100), ("cifar_cnn", "cifar10", 
 # A ratio's verdict: met when its lower quartile over the rounds reaches the target, not met when its
 # upper quartile falls short, otherwise the spread straddles the target and the run cannot tell.
 TARGETS = {"cnnstudy/compute": 0.90, "cnnstudy/notebook": 1.5}
+# The precisions the compute and cnnstudy paths run in: the name of a path in bf16 ends in "_bf16".
+PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
 OVERHEAD_TARGET = 0.15  # issue #21: a 100-step job's time outside training and evaluation
 
 
-def config(model: str, data: str, batch_size: int, device: str, channels_last: bool | None = None):
+def cpu_features() -> dict:
+    """The CPU and what of it torch uses: its widest vector instructions, and whether it has bf16 units
+    (AVX512-BF16, AMX tiles): without them bf16 is emulated in fp32 registers and is not faster."""
+    model = platform.processor()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    return {
+        "model": model or "unknown",
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
+        "amx_tile": torch.cpu._is_amx_tile_supported(),
+    }
+
+
+def config(
+    model: str, data: str, batch_size: int, device: str, channels_last: bool | None = None, precision: str = "fp32"
+):
     """The train config of a case; the default memory format unless `channels_last` is given."""
     overrides = [
         f"model={model}",
         f"data={data}",
         f"data.batch_size={batch_size}",
         f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+        f"trainer.precision={PRECISIONS[precision]}",
         "callbacks.model_checkpoint.dirpath=null",
     ]
     if channels_last is not None:
@@ -67,8 +90,9 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed_loop(module, batches, n_batches: int, warmup: int, device: str) -> float:
-    """Images/s of a hand-written training loop over `batches` (an iterator of (x, y))."""
+def timed_loop(module, batches, n_batches: int, warmup: int, device: str, bf16: bool = False) -> float:
+    """Images/s of a hand-written training loop over `batches` (an iterator of (x, y)); `bf16`: the forward
+    pass and loss under bf16 autocast, the weights, their gradients and the step in fp32 (Lightning's bf16-mixed)."""
     model = module.model.to(device).train()
     optimizer = module.configure_optimizers()
     seen, start = 0, None
@@ -80,7 +104,9 @@ def timed_loop(module, batches, n_batches: int, warmup: int, device: str) -> flo
         if module.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
         optimizer.step()
         seen += len(y)
         if i + 1 == warmup + n_batches:
@@ -134,7 +160,8 @@ def compute_ips(cfg, n_batches: int, warmup: int, device: str) -> float:
         (datamodule.normalize(images[i : i + b].to(device)), labels[i : i + b].to(device))
         for i in range(0, (warmup + n_batches) * b, b)
     ]
-    return timed_loop(build_module(cfg), iter(batches), n_batches, warmup, device)
+    bf16 = cfg.trainer.precision == PRECISIONS["bf16"]
+    return timed_loop(build_module(cfg), iter(batches), n_batches, warmup, device, bf16)
 
 
 def notebook_ips(cfg, n_batches: int, warmup: int, device: str) -> float:
@@ -164,25 +191,40 @@ def verdict(figure: dict, target: float, higher_is_better: bool = True) -> str:
     return "within noise"
 
 
+# Each ratio of a case: (numerator path, denominator path), both measured in the same round.
+RATIOS = {
+    "cnnstudy/compute": ("cnnstudy", "compute"),
+    "cnnstudy/notebook": ("cnnstudy", "notebook"),
+    "compute bf16/fp32": ("compute_bf16", "compute"),
+    "cnnstudy bf16/fp32": ("cnnstudy_bf16", "cnnstudy"),
+}
+
+
 def run_case(model, data, batch_size, rounds, n_batches, warmup, device) -> dict:
-    cfg = config(model, data, batch_size, device)
-    paths = {"notebook": notebook_ips, "compute": compute_ips, "cnnstudy": cnnstudy_ips}
+    cfg = {precision: config(model, data, batch_size, device, precision=precision) for precision in PRECISIONS}
+    paths = {
+        "notebook": (notebook_ips, cfg["fp32"]),
+        "compute": (compute_ips, cfg["fp32"]),
+        "cnnstudy": (cnnstudy_ips, cfg["fp32"]),
+        "compute_bf16": (compute_ips, cfg["bf16"]),
+        "cnnstudy_bf16": (cnnstudy_ips, cfg["bf16"]),
+    }
     samples = {name: [] for name in paths}
     for round_number in range(rounds):  # each round measures every path once, in alternating order
         order = list(paths) if round_number % 2 == 0 else list(reversed(paths))
         for name in order:
             torch.manual_seed(0)
-            samples[name].append(paths[name](cfg, n_batches, warmup, device))
-    per_round = zip(samples["notebook"], samples["compute"], samples["cnnstudy"], strict=True)
-    ratios = {"cnnstudy/compute": [], "cnnstudy/notebook": []}
-    for notebook, compute, cnnstudy in per_round:
-        ratios["cnnstudy/compute"].append(cnnstudy / compute)
-        ratios["cnnstudy/notebook"].append(cnnstudy / notebook)
+            measure, path_cfg = paths[name]
+            samples[name].append(measure(path_cfg, n_batches, warmup, device))
+    ratios = {
+        name: [a / b for a, b in zip(samples[numerator], samples[denominator], strict=True)]
+        for name, (numerator, denominator) in RATIOS.items()
+    }
     return {
         "model": model,
         "data": data,
         "batch_size": batch_size,
-        "channels_last": cfg.module.channels_last,
+        "channels_last": cfg["fp32"].module.channels_last,
         **{f"{name}_ips": round(statistics.median(values), 1) for name, values in samples.items()},
         "ratios": {name: spread(values) for name, values in ratios.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -308,22 +350,40 @@ def show(figure: dict, digits: int = 2) -> str:
     )
 
 
+def gpu_name(device: str) -> str:
+    if device != "cuda":
+        return ""
+    bf16 = "bf16 supported" if torch.cuda.is_bf16_supported() else "no bf16"
+    return f"GPU {torch.cuda.get_device_name(0)} ({bf16}); "
+
+
 def print_report(results, formats, overhead, rounds, n_batches, warmup, quick, device) -> None:
+    cpu = cpu_features()
     print(
         f"\ntorch {torch.__version__}, {device}, {torch.get_num_threads()} threads, data {default_root()}; "
         f"{rounds} interleaved rounds x {n_batches} batches (after {warmup} warm-up)"
     )
+    print(
+        f"{gpu_name(device)}CPU {cpu['model']}, torch CPU capability {cpu['capability']}, "
+        f"AVX512-BF16 {'yes' if cpu['avx512_bf16'] else 'no'}, AMX tiles {'yes' if cpu['amx_tile'] else 'no'}"
+    )
     if quick:
         print("--quick: a smoke run (one round, few batches): the figures are not measurements, no verdict")
     print("\nimages/s, median over the rounds; ratios within each round: median [quartiles] (range)")
-    print(f"{'model':10} {'data':8} {'batch':>5} {'notebook':>9} {'compute':>9} {'cnnstudy':>9} {'peak MB':>8}")
+    print(
+        f"{'model':10} {'data':8} {'batch':>5} {'notebook':>9} {'compute':>9} {'cnnstudy':>9} "
+        f"{'compute bf16':>13} {'cnnstudy bf16':>14} {'peak MB':>8}"
+    )
     for r in results:
         print(
             f"{r['model']:10} {r['data']:8} {r['batch_size']:5d} {r['notebook_ips']:9.0f} {r['compute_ips']:9.0f} "
-            f"{r['cnnstudy_ips']:9.0f} {r['peak_rss_mb']:8.0f}"
+            f"{r['cnnstudy_ips']:9.0f} {r['compute_bf16_ips']:13.0f} {r['cnnstudy_bf16_ips']:14.0f} "
+            f"{r['peak_rss_mb']:8.0f}"
         )
         for name, figure in r["ratios"].items():
-            judged = "" if quick else f"   target >= {TARGETS[name]}: {verdict(figure, TARGETS[name])}"
+            judged = ""
+            if not quick and name in TARGETS:  # the bf16 / fp32 ratios are measured, not targets
+                judged = f"   target >= {TARGETS[name]}: {verdict(figure, TARGETS[name])}"
             print(f"{'':10} {name:18} {show(figure)}{judged}")
     for r in formats:
         print(
@@ -377,6 +437,8 @@ def main() -> None:
                     "quick": args.quick,
                     "rounds": rounds,
                     "threads": torch.get_num_threads(),
+                    "cpu": cpu_features(),
+                    "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
                     "cases": results,
                     "memory_formats": formats,
                     "overhead": overhead,

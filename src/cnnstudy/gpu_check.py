@@ -4,7 +4,8 @@ On a machine with CUDA it runs, through the real entry points:
   fp32        one MNIST epoch of `cnnstudy.train trainer.accelerator=gpu` (model=bn);
   bf16-mixed  the same with `trainer.precision=bf16-mixed` (where the GPU supports bf16);
   ddp-2gpu    the same with `trainer=ddp trainer.devices=2` (where two GPUs are present);
-  bench       `cnnstudy.bench --device cuda --json` (throughput cases and sweep overhead on the GPU),
+  bench       `cnnstudy.bench --device cuda --json` (throughput cases, fp32 and bf16-mixed, and sweep
+              overhead on the GPU),
 and writes the figures to NAME.json and NAME.md (default gpu-check.*) for docs/performance.md.
 It exits 1 if a run failed. Without CUDA it says so in one line and exits 0.
 """
@@ -72,20 +73,29 @@ def markdown(report: dict) -> str:
     if bench["status"] != "completed":
         lines.append(f"```\n{bench['error']}\n```")
         return "\n".join(lines) + "\n"
+    cpu = bench["cpu"]
     lines += [
+        f"GPU {bench['gpu']}; CPU {cpu['model']}, torch CPU capability {cpu['capability']}, "
+        f"AVX512-BF16 {cpu['avx512_bf16']}, AMX tiles {cpu['amx_tile']}",
+        "",
         f"images/s, median of {bench['rounds']} interleaved rounds; ratios: median [quartiles] over the rounds",
         "",
-        "| model | data | batch | notebook | compute | cnnstudy | cnnstudy/compute | cnnstudy/notebook |",
-        "|-------|------|------:|---------:|--------:|---------:|------------------|-------------------|",
+        "| model | data | batch | notebook | compute | cnnstudy | compute bf16 | cnnstudy bf16 |",
+        "|-------|------|------:|---------:|--------:|---------:|-------------:|--------------:|",
     ]
     for c in bench["cases"]:
-        ratios = [c["ratios"][name] for name in ("cnnstudy/compute", "cnnstudy/notebook")]
-        shown = [f"{r['median']:.2f} [{r['q1']:.2f}-{r['q3']:.2f}]" for r in ratios]
         lines.append(
             f"| {c['model']} | {c['data']} | {c['batch_size']} | {c['notebook_ips']:.0f} | {c['compute_ips']:.0f} "
-            f"| {c['cnnstudy_ips']:.0f} | {shown[0]} | {shown[1]} |"
+            f"| {c['cnnstudy_ips']:.0f} | {c['compute_bf16_ips']:.0f} | {c['cnnstudy_bf16_ips']:.0f} |"
         )
+    ratio_names = list(bench["cases"][0]["ratios"])
+    lines += ["", f"| model | {' | '.join(ratio_names)} |", f"|-------|{'---|' * len(ratio_names)}"]
+    for c in bench["cases"]:
+        shown = [f"{r['median']:.2f} [{r['q1']:.2f}-{r['q3']:.2f}]" for r in c["ratios"].values()]
+        lines.append(f"| {c['model']} | {' | '.join(shown)} |")
     o = bench["overhead"]
+    if not o:  # bench --no-overhead
+        return "\n".join(lines) + "\n"
     lines += ["", f"Sweep of {o['jobs']} jobs x {o['steps']} steps (median over the rounds):", ""]
     for key in ("startup_s", "first_job_s", "job_s", "train_s", "eval_s", "overhead", "eval", "rest", "rest_all_jobs"):
         lines.append(f"- {key}: {o[key]['median']} [{o[key]['q1']}-{o[key]['q3']}]")
