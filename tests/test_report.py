@@ -1,5 +1,6 @@
 """The sweep report: numbers on hand-written sweeps, the CLI's errors, and one tiny real sweep."""
 
+import fcntl
 import json
 import math
 import os
@@ -109,11 +110,13 @@ def synthetic_sweep(tmp_path) -> Path:
     (write_job(sweep, 13, failed_overrides) / "metrics.json").write_text(json.dumps(failed))  # all a failed job has
     # A running job would pull every mean down (best val 10%) if it were counted.
     running = {"best_val_acc": 0.10, "epochs": epochs(9.0, [0.10])}
-    write_job(sweep, 14, ["model=bn", "optim.lr=1e-2", "seed=3"], "running", **running)
+    running_job = write_job(sweep, 14, ["model=bn", "optim.lr=1e-2", "seed=3"], "running", **running)
     unreadable = write_job(sweep, 15, ["model=nobn", "optim.lr=1e-3", "seed=3"])
     (unreadable / "metrics.json").write_text('{"status": "compl')  # cut off mid-write
     (write_job(sweep, 16, ["model=bn", "optim.lr=1e-3", "seed=4"]) / "metrics.json").unlink()
-    return sweep
+    with open(running_job / ".lock", "w") as lock:  # held, as by a training process: the job still runs
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield sweep
 
 
 def table_row(markdown: str, group: str) -> list[str]:
@@ -409,6 +412,7 @@ def test_committed_results_are_what_their_records_give(tmp_path, study):
     assert results(records / "report.md") == results(RESULTS / study / "report.md")
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case", ["missing", "empty"])
 def test_cli_errors_in_one_line(tmp_path, case):
     folder = tmp_path / case
@@ -420,6 +424,7 @@ def test_cli_errors_in_one_line(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(folder) in lines[0], result.stderr
 
 
+@pytest.mark.subprocess
 def test_tiny_real_sweep(tmp_path, data_root):
     sweep = tmp_path / "sweep"
     result = run_cli(
@@ -466,6 +471,7 @@ def run_sweep(sweep: Path, data_root: Path, *overrides: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.subprocess
 def test_bn_comparisons_come_from_the_resolved_configs(tmp_path, data_root):
     # The book builds NetBatchNorm on NetWidth's 32 channels: its BN-free twin is net_width, not net.
     # deep_cnn_bn adds dropout to deep_cnn besides BN: a pair, but not a BN comparison. (One sweep for both.)
@@ -483,6 +489,7 @@ def test_bn_comparisons_come_from_the_resolved_configs(tmp_path, data_root):
     assert "vs `model=net` " not in markdown
 
 
+@pytest.mark.subprocess
 def test_two_optimizers_at_three_lrs_are_two_lr_series(tmp_path, data_root):
     run_sweep(tmp_path, data_root, "data=cifar2", "model=net", "optim=adam,sgd", "optim.lr=1e-3,1e-2,1e-1")
     result = report(tmp_path)
