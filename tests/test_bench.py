@@ -36,11 +36,11 @@ def test_a_case_measures_fp32_and_bf16_and_their_ratios_within_each_round(data_r
         assert len(figure["rounds"]) == 2 and all(r > 0 for r in figure["rounds"])
         assert figure["min"] <= figure["q1"] <= figure["median"] <= figure["q3"] <= figure["max"]
     cpu = cpu_features()
-    assert cpu["capability"] == torch.backends.cpu.get_cpu_capability() and cpu["model"] != "unknown"
+    assert cpu["capability"] == torch.backends.cpu.get_cpu_capability()
     bench = {"status": "completed", "rounds": 2, "cpu": cpu, "gpu": None, "cases": [case], "overhead": None}
     report = {"gpu": "-", "gpus": 0, "torch": torch.__version__, "cuda": None, "runs": [], "bench": bench}
     table = markdown(report)
     bf16 = case["ratios"]["cnnstudy bf16/fp32"]
     assert f"| {case['compute_bf16_ips']:.0f} | {case['cnnstudy_bf16_ips']:.0f} |" in table
     assert f"{bf16['median']:.2f} [{bf16['q1']:.2f}-{bf16['q3']:.2f}] |" in table
-    assert f"torch CPU capability {cpu['capability']}, AVX512-BF16 {cpu['avx512_bf16']}" in table
+    assert f"CPU {cpu['model']}, torch CPU capability {cpu['capability']}, AVX512-BF16 {cpu['avx512_bf16']}" in table

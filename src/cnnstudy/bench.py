@@ -21,10 +21,8 @@ of that is evaluation.
 """
 
 import argparse
-import contextlib
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -43,6 +41,7 @@ from cnnstudy.config import compose_train
 from cnnstudy.data.notebook import notebook_loader
 from cnnstudy.data.sources import default_root, load
 from cnnstudy.errors import exit_on_user_error, fail
+from cnnstudy.hardware import cpu_model
 
 CASES = [("bn", "mnist", 100), ("nobn", "mnist", 100), ("cifar_cnn", "cifar10", 100), ("session5", "mnist", 128)]
 # A ratio's verdict: met when its lower quartile over the rounds reaches the target, not met when its
@@ -55,12 +54,9 @@ OVERHEAD_TARGET = 0.15  # issue #21: a 100-step job's time outside training and 
 
 def cpu_features() -> dict:
     """The CPU and what of it torch uses: its widest vector instructions, and whether it has bf16 units
-    (AVX512-BF16, AMX tiles): without them bf16 is emulated in fp32 registers and is not faster."""
-    model = platform.processor()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    (AVX512-BF16, AMX tiles): without them bf16 arithmetic goes through fp32, with little to gain."""
     return {
-        "model": model or "unknown",
+        "model": cpu_model(),
         "capability": torch.backends.cpu.get_cpu_capability(),
         "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
         "amx_tile": torch.cpu._is_amx_tile_supported(),
