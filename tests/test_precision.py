@@ -85,12 +85,14 @@ def test_precision_is_part_of_a_runs_identity_a_missing_one_being_32_true():
     assert setup_identity(bf16) != setup_identity(new)
 
 
+@pytest.mark.subprocess
 def test_cfg_job_shows_auto():
     result = run_cli("cnnstudy.train", "--cfg", "job")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "  precision: auto\n" in result.stdout and "precision_proven: []" in result.stdout
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_real_mnist_run_under_auto_records_its_precision_and_hardware(tmp_path, data_root):
     result = run_cli(
@@ -115,3 +117,23 @@ def test_a_real_mnist_run_under_auto_records_its_precision_and_hardware(tmp_path
     assert f"] - precision 32-true ({metrics['provenance']['precision_rule']}); " in first
     assert f"; CPU {hardware['cpu']} ({hardware['cpu_capability']}, bf16 units: {units}); " in first
     assert metrics["provenance"]["precision_rule"].startswith("auto: fp32: ")
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_the_precision_study_stops_in_one_line_without_bf16_units(monkeypatch, capsys, units):
+    """experiment=precision needs bf16 units; the hardware's answer is injected, both ways."""
+    import cnnstudy.hardware as hardware
+    from cnnstudy.config import check_overrides
+
+    real = detect_hardware()
+    fake = hardware.Hardware(real.cpu, "AVX2", cpu_bf16=units, gpu=None, gpu_bf16=False)
+    monkeypatch.setattr(hardware, "detect_hardware", lambda: fake)
+    argv = ["-m", "experiment=precision", "trainer.accelerator=cpu"]
+    if units:
+        check_overrides("train", argv)  # composes every job of the sweep and returns
+        return
+    with pytest.raises(SystemExit) as stopped:
+        check_overrides("train", argv)
+    assert stopped.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: require_bf16_units=true: this cpu (") and "has no bf16 units" in line

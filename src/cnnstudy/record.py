@@ -44,6 +44,7 @@ RUNTIME_KEYS = (
     "probes",
     "callbacks.model_checkpoint.dirpath",  # inside the run dir, wherever that is
     "callbacks.progress_bar",  # how progress is shown (a bar on a terminal, a line per epoch in a log)
+    "require_bf16_units",  # a study's refusal to run on emulated bf16 (experiment=precision): not what a job computes
     "logger",  # where the curves are written (their run names hold the seed)
     "precision_proven",  # which precision `auto` picks: the resolved trainer.precision is the identity
 )
