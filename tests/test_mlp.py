@@ -56,6 +56,7 @@ def cli_run(run_dir, *overrides):
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_ioffe_mlp_trains_on_real_mnist_and_the_probes_measure_the_model(tmp_path, data_root):
     """One epoch (900 steps of 60) of the BN net: test accuracy above 90 %; TestCurve's last point is the run's
@@ -93,6 +94,7 @@ def test_ioffe_mlp_trains_on_real_mnist_and_the_probes_measure_the_model(tmp_pat
     assert measured[0] < measured[1] < measured[2]
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_ioffe_probes_leave_the_training_bitwise_unchanged(tmp_path, data_root):
     """Measuring in eval mode every 20 steps moves no BN statistic and draws no random number."""
@@ -112,9 +114,9 @@ def test_step_curves_table_and_figure_hold_the_seeds_mean_at_each_step(tmp_path)
     def job(seed, acc_at_10k, p50):
         probes = {
             "test_curve/acc": {0: 0.1, 10_000: acc_at_10k, 20_000: acc_at_10k + 0.01},
-            "sigmoid_input/p15": {0: -1.0, 10_000: p50 - 1},
-            "sigmoid_input/p50": {0: 0.0, 10_000: p50},
-            "sigmoid_input/p85": {0: 1.0, 10_000: p50 + 1},
+            "sigmoid_input/p15": {0: -1.0, 10_000: p50 - 1, 50_000: p50 - 3},
+            "sigmoid_input/p50": {0: 0.0, 10_000: p50, 50_000: 2 * p50},
+            "sigmoid_input/p85": {0: 1.0, 10_000: p50 + 1, 50_000: p50 + 2},
         }
         return Job(str(seed), "completed", [f"seed={seed}"], probes=probes)
 
@@ -123,12 +125,15 @@ def test_step_curves_table_and_figure_hold_the_seeds_mean_at_each_step(tmp_path)
     none = Group(None, ("model.norm=none",), [job(0, 0.90, -2.0), failed], label="model.norm=none")
     assert write_step_curves([bn, none], tmp_path) == ["step_curves.png"]
     table = (tmp_path / "step_curves.md").read_text()
-    # the failed job's 0.1 is not in the mean; 50,000 was never measured: a dash
+    # the failed job's 0.1 is not in the mean; no accuracy at 50,000: a dash, n = 0
     assert (
         "| model.norm=bn | 2 | 10,000 | 97.00 ± 1.41 | 0.0000 ± 0.7071 | 1.0000 ± 0.7071 | 2.0000 ± 0.7071 |" in table
     )
     assert "| model.norm=none | 1 | 10,000 | 90.00 ± – | -3.0000 ± – | -2.0000 ± – | -1.0000 ± – |" in table
-    assert "| model.norm=bn | 0 | 50,000 | – | – | – | – |" in table
+    assert "| model.norm=bn | 0 | 50,000 | – | -2.0000 ± 0.7071 | 2.0000 ± 1.4142 | 3.0000 ± 0.7071 |" in table
+    # from 10,000 to 50,000: p15 -2, p50 +p50 (0.5 and 1.5), p85 +1, the spread p85 - p15 +3
+    assert "| model.norm=bn | 2 | -2.0000 ± 0.0000 | 1.0000 ± 0.7071 | 1.0000 ± 0.0000 | 3.0000 ± 0.0000 |" in table
+    assert "| model.norm=none | 1 | -2.0000 ± – | -2.0000 ± – | 1.0000 ± – | 3.0000 ± – |" in table
     figure = plot_step_curves([bn, none], tmp_path / "again.png")
     accuracy_lines = figure.axes[0].get_lines()
     assert [list(line.get_ydata()) for line in accuracy_lines] == [

@@ -87,7 +87,29 @@ def step_table(groups: list[Group]) -> list[str]:
         for step in TABLE_STEPS:
             cells = [fmt(summarise(series[tag].get(step, [])), tag == ACCURACY) for tag in tags]
             rows.append([group.label, len(series[ACCURACY].get(step, [])), f"{step:,}", *cells])
-    return lines + md_table(header, rows)
+    return lines + md_table(header, rows) + drift_table(groups, tags[1:])
+
+
+def drift_table(groups: list[Group], tags: list[str]) -> list[str]:
+    """Markdown: how far each percentile, and the spread between the outer two, moved from the first to the last
+    of TABLE_STEPS, per job, then mean ± std over the group's completed seeds that measured both steps."""
+    if len(tags) < 2:
+        return []
+    first, last = TABLE_STEPS[0], TABLE_STEPS[-1]
+    low, high = tags[0], tags[-1]
+    lines = ["", f"## The sigmoid input's drift from step {first:,} to {last:,}", ""]
+    lines += [f"Per job the value at {last:,} minus the value at {first:,}; mean ± std over seeds (n).", ""]
+    names = [tag.removeprefix(SIGMOID_INPUT) for tag in tags]
+    header = ["group", "n", *(f"Δ {name}" for name in names), f"Δ ({names[-1]} − {names[0]})"]
+    rows = []
+    for group in groups:
+        jobs = [j.probes for j in group.completed if all({first, last} <= set(j.probes.get(t, {})) for t in tags)]
+        if not jobs:
+            continue
+        moved = [summarise([p[t][last] - p[t][first] for p in jobs]) for t in tags]
+        spread = summarise([(p[high][last] - p[low][last]) - (p[high][first] - p[low][first]) for p in jobs])
+        rows.append([group.label, len(jobs), *(fmt(m, False) for m in moved), fmt(spread, False)])
+    return lines + md_table(header, rows) if rows else []
 
 
 def write_step_curves(groups: list[Group], sweep_dir: Path) -> list[str]:
