@@ -84,6 +84,7 @@ def epochs(job: Path) -> list[int]:
 LAUNCHERS = [("parallel", signal.SIGTERM), ("parallel", signal.SIGHUP), ("submitit_local", signal.SIGTERM)]
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="follows processes in /proc (Linux)")
 @pytest.mark.parametrize(("launcher", "signum"), LAUNCHERS, ids=[f"{name}-{s.name}" for name, s in LAUNCHERS])
@@ -121,6 +122,28 @@ def test_a_stopped_sweep_leaves_no_process_and_the_same_command_resumes_it(tmp_p
         assert epochs(job) == [0, 1, 2]  # every epoch once: none lost, none trained twice
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="follows processes in /proc (Linux)")
+def test_a_second_signal_ends_the_whole_sweep_at_once(tmp_path, data_root):
+    sweep = tmp_path / "sweep"
+    process = start(command(data_root, "-m", "hydra/launcher=parallel", f"hydra.sweep.dir={sweep}", "model=bn,nobn"))
+    wait_for(lambda: all(checkpoint(sweep / job).exists() for job in ("0", "1")), process)
+    tree = descendants(process.pid)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)  # two signals at once would be handled as one
+    process.send_signal(signal.SIGINT)  # Ctrl-C twice: the launcher gives its jobs no time
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT
+    assert "stopped by SIGINT; run the same command" not in stderr  # the end of a first signal's stop: not reached
+    deadline = time.time() + 5
+    while [pid for pid, t in tree.items() if started(pid) == t] and time.time() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid, t in tree.items() if started(pid) == t]
+    for job in ("0", "1"):  # killed while running, or recorded in the moment between the signals
+        assert status_of(sweep / job, read_record(sweep / job)) == "interrupted"
+
+
 @pytest.mark.slow
 def test_a_running_record_whose_process_is_gone_reads_interrupted_and_resumes(tmp_path, data_root):
     sweep = tmp_path / "sweep"
@@ -150,6 +173,7 @@ def test_a_running_record_whose_process_is_gone_reads_interrupted_and_resumes(tm
     assert epochs(job) == [0, 1, 2] and read_record(job)["status"] == "completed"
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("group", "choice", "named"),
     [
