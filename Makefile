@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export CNNSTUDY_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: setup train sweep report test lint tensorboard bench gpu-check clean slurm-up slurm-down
+.PHONY: setup train sweep report test check lint tensorboard bench gpu-check clean slurm-up slurm-down
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,8 +29,14 @@ sweep: setup  # the project's standard study: BN vs no BN x 3 learning rates x 3
 report: setup  # tables and plots of the newest sweep under multirun/
 	$(PY) -m cnnstudy.report --latest
 
-test: setup
+test: setup  # the full suite, as CI runs it
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast loop: leaves out the tests marked by what makes them slow (pyproject.toml's markers).
+FAST_TESTS := not slow and not subprocess and not slurm and not wheel
+
+check: setup
+	$(PY) -m pytest -m "$(FAST_TESTS)" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

@@ -40,8 +40,22 @@ def cfg_for():
     return compose_train
 
 
+# The test being run, set before its fixtures: run_cli checks that it carries the `subprocess` marker.
+running_test: pytest.Item | None = None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    global running_test
+    running_test = item
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT, timeout: int = 600):
-    """Run a cnnstudy entry point as a user would; returns the CompletedProcess."""
+    """Run a cnnstudy entry point as a user would; returns the CompletedProcess.
+
+    A fresh interpreter costs seconds of imports, so a test that starts one must be marked
+    `@pytest.mark.subprocess` (`make check`, the fast loop, leaves those out); an unmarked one fails here."""
+    if running_test is not None and running_test.get_closest_marker("subprocess") is None:
+        pytest.fail(f"{running_test.nodeid} starts a fresh python: mark it @pytest.mark.subprocess", pytrace=False)
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout

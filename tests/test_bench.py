@@ -16,6 +16,7 @@ def test_a_ratio_is_judged_by_its_quartiles_not_its_median():
     assert verdict(spread([0.40, 0.45, 0.42]), 0.15, higher_is_better=False) == "not met"
 
 
+@pytest.mark.subprocess
 def test_gpu_check_without_cuda_says_so_in_one_line_and_exits_0(tmp_path):
     done = run_cli("cnnstudy.gpu_check", "--out", str(tmp_path / "gpu-check"), env={"CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stderr

@@ -144,6 +144,7 @@ def test_a_trend_is_the_least_squares_slope(tmp_path):
     assert (verdict.words, verdict.outcome) == ("increasing", "reproduced")
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "claims, message",
     [

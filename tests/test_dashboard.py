@@ -48,6 +48,7 @@ def tensorboard(tmp_path):
         process.wait(timeout=30)
 
 
+@pytest.mark.subprocess
 def test_tensorboard_lists_every_job_with_scalars_hparams_and_the_overlay_layout(tmp_path, data_root, tensorboard):
     sweep = run_cli(
         "cnnstudy.train", "-m", "model=bn,nobn", "optim.lr=1e-3,1e-2", f"hydra.sweep.dir={tmp_path}",

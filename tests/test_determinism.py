@@ -33,6 +33,7 @@ def fresh_run(run_dir: Path, data_root: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.subprocess
 def test_two_fresh_runs_record_byte_identical_epochs(tmp_path, data_root):
     first = fresh_run(tmp_path / "first", data_root)
     second = fresh_run(tmp_path / "second", data_root)

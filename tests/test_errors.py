@@ -78,6 +78,7 @@ def one_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(("overrides", "key"), TRAIN, ids=[" ".join(o) for o, _ in TRAIN])
 def test_a_bad_train_value_is_one_line_naming_its_key(overrides, key, tmp_path, data_root):
     result = run_cli("cnnstudy.train", *overrides, f"hydra.run.dir={tmp_path}", f"data.root={data_root}", *FEW_BATCHES)
@@ -96,17 +97,20 @@ TOOLS = [
 ]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(("args", "named"), TOOLS, ids=[" ".join(a) for a, _ in TOOLS])
 def test_a_bad_value_to_a_tool_is_one_line(args, named, data_root, tmp_path):
     assert named in one_line(run_cli(*args, cwd=tmp_path))
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+@pytest.mark.subprocess
 def test_bench_without_data_is_one_line(tmp_path):
     result = run_cli("cnnstudy.bench", "--quick", env={"CNNSTUDY_DATA_DIR": str(tmp_path)})
     assert "mnist not found" in one_line(result)
 
 
+@pytest.mark.subprocess
 def test_hydra_full_error_keeps_the_traceback(tmp_path, data_root):
     result = run_cli(
         "cnnstudy.train", "model.dropout=1.5", f"hydra.run.dir={tmp_path}", f"data.root={data_root}",
@@ -116,6 +120,7 @@ def test_hydra_full_error_keeps_the_traceback(tmp_path, data_root):
     assert "Traceback" in result.stderr and "model.dropout=1.5" in result.stderr
 
 
+@pytest.mark.subprocess
 def test_a_sweep_records_a_jobs_mistake_in_one_console_line_and_goes_on(tmp_path, data_root):
     result = run_cli(
         "cnnstudy.train", "-m", "model.dropout=0.2,1.5", f"hydra.sweep.dir={tmp_path}", f"data.root={data_root}",

@@ -111,6 +111,7 @@ def uninterrupted(tmp_path_factory, data_root) -> Path:
     return run_dir
 
 
+@pytest.mark.subprocess
 def test_files_get_the_mode_the_umask_gives(uninterrupted):
     for path in (uninterrupted / "metrics.json", uninterrupted / "checkpoints" / "last.ckpt"):
         assert path.stat().st_mode & 0o777 == 0o640, path  # umask 027: group may read, others nothing
@@ -126,6 +127,7 @@ MOMENTS = [
 ]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(("signum", "moment"), MOMENTS, ids=[f"{s.name}-{m}" for s, m in MOMENTS])
 def test_a_signal_interrupts_records_and_resumes_to_the_same_metrics(
     tmp_path, data_root, uninterrupted, signum, moment
@@ -185,6 +187,7 @@ def fill(disk: Path, leave: int) -> Path:
     return filler
 
 
+@pytest.mark.subprocess
 @as_root
 @pytest.mark.parametrize("when", ["first checkpoint", "later checkpoint"])
 def test_disk_full_fails_in_one_line_keeps_what_was_recorded_and_resumes(small_disk, data_root, uninterrupted, when):
@@ -213,6 +216,7 @@ def test_disk_full_fails_in_one_line_keeps_what_was_recorded_and_resumes(small_d
     assert final(run_dir) == final(uninterrupted)
 
 
+@pytest.mark.subprocess
 @as_root
 @pytest.mark.skipif(not shutil.which("setpriv"), reason="needs setpriv (util-linux)")
 def test_write_permission_lost_mid_run_fails_in_one_line_and_resumes(tmp_path, data_root, uninterrupted):
@@ -236,6 +240,7 @@ def test_write_permission_lost_mid_run_fails_in_one_line_and_resumes(tmp_path, d
     assert final(run_dir) == final(uninterrupted)
 
 
+@pytest.mark.subprocess
 def test_a_second_process_in_the_same_dir_is_refused(tmp_path, data_root):
     run_dir = tmp_path / "run"
     # the first run must outlast the second's start-up (seconds under load), or it would find a finished run
@@ -249,6 +254,7 @@ def test_a_second_process_in_the_same_dir_is_refused(tmp_path, data_root):
     assert_one_line(second.stderr, str(run_dir), "in use by another cnnstudy process")
 
 
+@pytest.mark.subprocess
 def test_leftovers_of_a_crash_do_not_stop_the_resume(tmp_path, data_root, uninterrupted):
     """SIGKILL after the first checkpoint, then what a crash inside a write leaves: a partial temp checkpoint
     and a metrics.json that is not JSON (written by something else; cnnstudy's own writes are atomic)."""

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.wheel, pytest.mark.subprocess, pytest.mark.slow]
 
 FEW_BATCHES = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 # What the wheel is built from: the files an sdist holds (MANIFEST.in), nothing else of the checkout.

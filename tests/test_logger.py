@@ -19,6 +19,7 @@ def train(run_dir, data_root, logger: str) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.subprocess
 def test_csv_logger_holds_the_epochs_val_acc(tmp_path, data_root):
     record = train(tmp_path, data_root, "csv")
     assert not (tmp_path / "tb").exists()
@@ -30,6 +31,7 @@ def test_csv_logger_holds_the_epochs_val_acc(tmp_path, data_root):
     assert (tmp_path / "csv" / RUN_NAME / "hparams.yaml").read_text().count("status: completed") == 1
 
 
+@pytest.mark.subprocess
 def test_mlflow_logger_holds_the_epochs_val_acc_and_the_hparams(tmp_path, data_root):
     import mlflow  # in the dev extra: `make test` has it
 
@@ -43,6 +45,7 @@ def test_mlflow_logger_holds_the_epochs_val_acc_and_the_hparams(tmp_path, data_r
     assert run.data.metrics["hp/test_acc"] == pytest.approx(record["test_acc"], rel=1e-6)
 
 
+@pytest.mark.subprocess
 def test_loggers_combine_and_stay_out_of_the_run_identity(tmp_path, data_root):
     record = train(tmp_path, data_root, "[tensorboard,csv]")
     assert (tmp_path / "tb" / RUN_NAME).is_dir() and (tmp_path / "csv" / RUN_NAME / "metrics.csv").is_file()

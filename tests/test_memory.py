@@ -45,6 +45,7 @@ def steps(keep_freed_memory: bool) -> tuple[int, str]:
     return int(faults), weights
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
 def test_kept_memory_removes_the_page_faults_of_a_step_and_changes_no_weight():
     kept, released = steps(True), steps(False)

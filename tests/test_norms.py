@@ -57,6 +57,7 @@ def test_gn_groups_that_do_not_divide_the_channels_are_a_one_line_user_error(cfg
     assert message == "model.norm=gn: model.norm_groups=12 does not divide the 32 channels of conv 3->32"
 
 
+@pytest.mark.subprocess
 def test_gn_bad_groups_stop_the_cli_with_one_line(tmp_path, data_root):
     result = run_cli(
         "cnnstudy.train", "model=cifar_cnn", "data=cifar10", "model.norm=gn", "model.norm_groups=12",

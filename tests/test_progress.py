@@ -20,6 +20,7 @@ EPOCH_LINE = re.compile(
 )
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_redirected_training_writes_one_line_per_epoch_and_no_carriage_returns(tmp_path, data_root):
     log = tmp_path / "train.out"

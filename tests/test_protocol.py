@@ -3,6 +3,7 @@ did, recorded beside the eval-mode numbers, without changing what the run trains
 
 import json
 
+import pytest
 import torch
 from torch import nn
 
@@ -36,6 +37,7 @@ def test_train_mode_pass_restores_bn_buffers_rng_and_modes():
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+@pytest.mark.subprocess
 def test_setting_records_train_mode_numbers_and_leaves_training_unchanged(tmp_path, data_root):
     def run(name: str, *extra: str) -> dict:
         run_dir = tmp_path / name

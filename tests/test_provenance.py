@@ -164,6 +164,7 @@ def test_groups_of_different_precisions_are_named_and_a_missing_precision_is_32_
     assert "| optim.lr=0.1 | 2 |" in (tmp_path / "report.md").read_text()  # the fp32 runs are one group
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_real_runs_record_has_its_provenance_and_its_archive_no_machine_path(tmp_path, data_root):
     sweep = tmp_path / "sweep"

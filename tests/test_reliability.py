@@ -43,6 +43,7 @@ def finished_run(tmp_path_factory, data_root) -> Path:
     return run_dir
 
 
+@pytest.mark.subprocess
 def test_killed_run_resumes_to_bitwise_equal_metrics(tmp_path, data_root, finished_run):
     run_dir = tmp_path / "killed"
     process = subprocess.Popen(
@@ -66,6 +67,7 @@ def test_killed_run_resumes_to_bitwise_equal_metrics(tmp_path, data_root, finish
     assert [e["epoch"] for e in results(run_dir)["epochs"]] == [0, 1, 2]
 
 
+@pytest.mark.subprocess
 def test_completed_run_is_reported_not_retrained(finished_run, data_root):
     before = (finished_run / "metrics.json").stat().st_mtime_ns
     again = run_cli(*train_args(finished_run, data_root))
@@ -73,6 +75,7 @@ def test_completed_run_is_reported_not_retrained(finished_run, data_root):
     assert (finished_run / "metrics.json").stat().st_mtime_ns == before
 
 
+@pytest.mark.subprocess
 def test_evaluate_reproduces_the_reported_test_accuracy(finished_run, data_root):
     metrics = json.loads((finished_run / "metrics.json").read_text())
     result = run_cli("cnnstudy.evaluate", f"ckpt_path={metrics['best_ckpt']}")
@@ -80,6 +83,7 @@ def test_evaluate_reproduces_the_reported_test_accuracy(finished_run, data_root)
     assert f"test_acc={metrics['test_acc']} test_loss={metrics['test_loss']}" in result.stdout
 
 
+@pytest.mark.subprocess
 def test_checkpoints_load_as_weights_only_and_say_what_made_them(finished_run):
     checkpoint = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
     assert checkpoint["cnnstudy"]["choices"]["model"] == "deep_cnn_bn"
@@ -147,6 +151,7 @@ BAD = [
 ]  # fmt: skip
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case", BAD)
 def test_bad_input_gets_one_clear_line(case, tmp_path, finished_run, data_root):
     args, expected = bad_inputs(tmp_path, finished_run, data_root)[case]
@@ -159,12 +164,14 @@ def test_bad_input_gets_one_clear_line(case, tmp_path, finished_run, data_root):
     assert not metrics.exists() or json.loads(metrics.read_text())["status"] != "completed"
 
 
+@pytest.mark.subprocess
 def test_a_different_config_in_a_used_dir_is_refused(finished_run, data_root):
     result = run_cli(*train_args(finished_run, data_root, "optim.lr=0.01"))
     assert result.returncode == 2 and "holds a run of a different config" in result.stderr
     assert json.loads((finished_run / "metrics.json").read_text())["config"]["optim"]["lr"] == 0.001
 
 
+@pytest.mark.subprocess
 def test_a_failed_job_without_a_checkpoint_is_retried_with_the_config_given_now(tmp_path, data_root):
     # as a sweep records a job that raised before its first checkpoint, under a config since fixed
     tmp_path.joinpath("metrics.json").write_text(json.dumps({"status": "failed", "config": {"seed": 99}}))

@@ -33,6 +33,7 @@ def rerun(*args, data_root):
     return run_cli("cnnstudy.rerun", *map(str, args), env={"CNNSTUDY_DATA_DIR": str(data_root)})
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_rerun_of_a_job_matches_its_epochs_bit_for_bit(archived_job, data_root, tmp_path):
     done = rerun(archived_job, "--out", tmp_path / "again", data_root=data_root)
@@ -45,6 +46,7 @@ def test_a_rerun_of_a_job_matches_its_epochs_bit_for_bit(archived_job, data_root
     assert again["epochs"] == archived["epochs"] and again["test_acc"] == archived["test_acc"]
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_record_one_bit_off_is_found_and_named(archived_job, data_root, tmp_path):
     """One epoch value moved by one float32 ulp in a copy of the record, which also says it ran on another torch:
@@ -68,6 +70,7 @@ def test_a_record_one_bit_off_is_found_and_named(archived_job, data_root, tmp_pa
     assert len(json.loads((tmp_path / "again" / "metrics.json").read_text())["epochs"]) == 1
 
 
+@pytest.mark.subprocess
 def test_what_is_not_a_rerunnable_job_is_answered_in_one_line(tmp_path):
     def record(name: str, **fields) -> Path:
         path = tmp_path / name / "metrics.json"

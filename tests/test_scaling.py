@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import ROOT, run_cli
@@ -28,6 +29,7 @@ def jobs(sweep_dir: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")}
 
 
+@pytest.mark.subprocess
 def test_joblib_runs_jobs_in_parallel_processes_and_isolates_a_failing_one(tmp_path, data_root):
     result = run_cli(*sweep(tmp_path, data_root, "hydra/launcher=parallel", "data.batch_size=0,100"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -42,6 +44,7 @@ def test_joblib_runs_jobs_in_parallel_processes_and_isolates_a_failing_one(tmp_p
     assert by_batch["data.batch_size=100"]["config"]["threads"] == max(1, cores // 2)  # 2 jobs share the cores
 
 
+@pytest.mark.subprocess
 def test_submitit_local_launcher_runs_the_sweep(tmp_path, data_root):
     result = run_cli(*sweep(tmp_path, data_root, "hydra/launcher=submitit_local", "model=bn,nobn"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -50,6 +53,7 @@ def test_submitit_local_launcher_runs_the_sweep(tmp_path, data_root):
     assert {m["choices"]["model"] for m in found.values()} == {"bn", "nobn"}
 
 
+@pytest.mark.subprocess
 def test_ddp_on_two_cpu_processes_inside_a_multirun(tmp_path, data_root):
     """trainer=ddp next to a one-process job in the same sweep: the known trap (DDP re-running the command
     line, i.e. the whole sweep, in each process) would show as extra job dirs, logs or metrics files."""
@@ -71,6 +75,7 @@ def test_ddp_on_two_cpu_processes_inside_a_multirun(tmp_path, data_root):
     assert ddp["epochs"][0]["train_loss"] != single["epochs"][0]["train_loss"]
 
 
+@pytest.mark.subprocess
 def test_a_diverging_ddp_run_is_recorded_diverged(tmp_path, data_root):
     # the worker's exception reaches this process only as text: it must still say diverged, not failed
     result = run_cli(
@@ -89,6 +94,7 @@ def test_a_diverging_ddp_run_is_recorded_diverged(tmp_path, data_root):
     assert metrics["error"].startswith("training loss became non-finite at epoch 0, step ")
 
 
+@pytest.mark.subprocess
 def test_optuna_search_maximises_best_val_acc_with_a_seeded_sampler(tmp_path, data_root):
     result = run_cli(
         *sweep(tmp_path, data_root, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "model=deep_cnn_bn")
@@ -102,6 +108,7 @@ def test_optuna_search_maximises_best_val_acc_with_a_seeded_sampler(tmp_path, da
     assert best["best_value"] == max(t["best_val_acc"] for t in trials.values())
 
 
+@pytest.mark.subprocess
 def test_a_killed_sweep_resumes_without_retraining_completed_jobs(tmp_path, data_root):
     args = sweep(tmp_path, data_root, "model=bn,nobn", "seed=0,1")
     process = subprocess.Popen(

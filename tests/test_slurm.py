@@ -16,7 +16,7 @@ import yaml
 
 from conftest import ROOT, run_cli
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm, pytest.mark.subprocess, pytest.mark.slow]
 
 TINY = [
     "trainer.max_epochs=1",

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from conftest import run_cli
 
 
+@pytest.mark.subprocess
 def test_speedrun_reaches_the_per_seed_bound_on_real_mnist_in_one_epoch(data_root):
     env = {"CNNSTUDY_DATA_DIR": str(data_root)}
     done = run_cli("cnnstudy.speedrun", "--seeds", "1", "--no-reference", "--json", env=env)

@@ -93,6 +93,7 @@ def test_markdown_table(cfg_for):
     assert len({len(line) for line in lines[: len(rows) + 2]}) == 1  # aligned
 
 
+@pytest.mark.subprocess
 def test_cli_prints_the_table_and_writes_nothing(tmp_path):
     result = run_cli("cnnstudy.summary", "model=session5", "data=mnist", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -103,6 +104,7 @@ def test_cli_prints_the_table_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no outputs/, .hydra/ or log
 
 
+@pytest.mark.subprocess
 def test_cli_bad_model_name_fails(tmp_path):
     result = run_cli("cnnstudy.summary", "model=no_such_model", cwd=tmp_path)
     assert result.returncode != 0

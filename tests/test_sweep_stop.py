@@ -144,6 +144,7 @@ def test_a_second_signal_ends_the_whole_sweep_at_once(tmp_path, data_root):
         assert status_of(sweep / job, read_record(sweep / job)) == "interrupted"
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_running_record_whose_process_is_gone_reads_interrupted_and_resumes(tmp_path, data_root):
     sweep = tmp_path / "sweep"

@@ -1,5 +1,7 @@
 """A sweep ends with one block: jobs completed / diverged / failed / interrupted, their dirs, the next command."""
 
+import pytest
+
 from cnnstudy.sweep_summary import compact
 
 from conftest import run_cli
@@ -11,6 +13,7 @@ def test_compact_job_numbers():
     assert compact([]) == ""
 
 
+@pytest.mark.subprocess
 def test_a_real_sweep_ends_with_its_summary(tmp_path, data_root):
     # model=nobn, SGD: lr 1e12 diverges in the first batches; dropout 1.5 is refused by the model (failed)
     result = run_cli(

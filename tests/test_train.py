@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from cnnstudy.record import run_name
 
 from conftest import run_cli
@@ -15,6 +17,7 @@ def event_files(run_dir: Path) -> list[Path]:
     return list((run_dir / "tb").glob("*/events.out.tfevents.*"))
 
 
+@pytest.mark.subprocess
 def test_short_real_training_on_mnist_reaches_97_percent_and_records_every_epoch(tmp_path, data_root):
     result = run_cli(
         "cnnstudy.train",
@@ -37,6 +40,7 @@ def test_short_real_training_on_mnist_reaches_97_percent_and_records_every_epoch
     assert "GPU available" in (tmp_path / "train.log").read_text()
 
 
+@pytest.mark.subprocess
 def test_two_by_two_multirun_writes_four_results(tmp_path, data_root):
     result = run_cli(
         "cnnstudy.train",
@@ -68,6 +72,7 @@ def test_two_by_two_multirun_writes_four_results(tmp_path, data_root):
     assert seen == {(m, lr) for m in ("bn", "nobn") for lr in (1e-3, 1e-2)}
 
 
+@pytest.mark.subprocess
 def test_missing_data_stops_with_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from cnnstudy.visualize import apply_kernels
@@ -16,6 +17,7 @@ def test_hand_set_kernels_blur_and_find_vertical_edges():
     assert torch.allclose(blurred[2:6, 6], torch.ones(4)) and torch.allclose(blurred[2:6, 3], torch.full((4,), 1 / 3))
 
 
+@pytest.mark.subprocess
 def test_visualize_writes_kernels_and_a_trained_models_feature_maps(tmp_path, data_root):
     run = tmp_path / "run"
     trained = run_cli(
