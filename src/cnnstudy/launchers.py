@@ -200,8 +200,8 @@ class ParallelLauncher(JoblibLauncher):
             if forward.received or failed:
                 executor.shutdown(wait=False, kill_workers=True)
             # else the workers stay for the next batch of jobs (Optuna's); idle for 10 s, or at exit, they end
-        if forward.received is not None:
-            stopped(forward.received, str(sweep_dir))
+            if forward.received is not None:
+                stopped(forward.received, str(sweep_dir))  # a second signal meanwhile still kills at once
         if failed is not None:
             end_process_tree()
             failed.result()  # raises the job's error
@@ -228,7 +228,7 @@ class LocalLauncher(submitit_launcher.LocalLauncher):
             deadline = time.monotonic() + STOP_TIMEOUT_S
             while controllers() and time.monotonic() < deadline:  # each ends when its job has
                 time.sleep(0.1)
-        stopped(forward.received, str(self.config.hydra.sweep.dir))
+            stopped(forward.received, str(self.config.hydra.sweep.dir))
 
 
 class UseCnnstudyLaunchers(Callback):
