@@ -4,7 +4,8 @@ This module is its only writer. Keys: status, test_acc, test_loss, best_val_acc,
 (training processes: > 1 under DDP), seconds, steps (optimizer steps taken, once the run has ended),
 overrides, choices, config (resolved; its trainer.precision the one the run ran at, `auto` resolved), precision (the
 same), provenance (cnnstudy.provenance: code and library versions, hardware, threads, start and end times), epochs
-(per epoch: train/val loss and accuracy), and error / diverged_epoch where they apply. Accuracies are fractions.
+(per epoch: train/val loss and accuracy), owner (host and pid of the process that trains it), and error /
+diverged_epoch where they apply. Accuracies are fractions.
 With module.eval_also_in_train_mode=true also val_loss_train_mode / val_acc_train_mode per epoch and
 test_loss_train_mode / test_acc_train_mode: the same splits measured with the model in train mode
 (cnnstudy.callbacks.TRAIN_MODE_EPOCH_KEYS, TRAIN_MODE_TEST_KEYS).
