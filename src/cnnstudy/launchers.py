@@ -46,8 +46,11 @@ STOP_TIMEOUT_S = 60
 
 
 def parents() -> dict[int, int]:
-    """Every live process's parent, from /proc (zombies, already dead, left out)."""
+    """Every live process's parent, from /proc (zombies, already dead, left out); none without /proc (not Linux:
+    there the parallel launcher still passes signals on to its workers, which loky's shutdown kills)."""
     found = {}
+    if not Path("/proc/self/stat").exists():
+        return found
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
