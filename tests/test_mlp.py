@@ -14,11 +14,11 @@ from cnnstudy.checkpoints import load_checkpoint
 from cnnstudy.errors import UserError
 from cnnstudy.models import MLP
 from cnnstudy.models.blocks import make_activation
-from cnnstudy.report.groups import Group
-from cnnstudy.report.records import Job, read_probes
+from cnnstudy.report.groups import Group, build_groups
+from cnnstudy.report.records import Job, find_jobs, read_probes
 from cnnstudy.report.step_curves import plot_step_curves, write_step_curves
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 # 784*100 + 100*100 + 100*100 + 100*10 weights = 99,400, plus the output layer's 10 biases, and per hidden
 # layer either 100 biases (no norm) or BN's 100 gammas and 100 betas (the Linear's bias dropped before BN).
@@ -142,3 +142,11 @@ def test_step_curves_table_and_figure_hold_the_seeds_mean_at_each_step(tmp_path)
     ]
     assert [line.get_label() for line in figure.axes[1].get_lines()] == ["p15", "p50", "p85"]
     assert write_step_curves([Group(None, (), [Job("0", "completed", [])], label="plain")], tmp_path / "x") == []
+
+
+def test_committed_ioffe_step_curves_are_what_the_archived_records_give(tmp_path):
+    """docs/results/ioffe_mnist/step_curves.md is what the archived probes.json give, not a hand edit."""
+    records = ROOT / "docs" / "results" / "ioffe_mnist"
+    groups, _ = build_groups(find_jobs(records))
+    assert write_step_curves(groups, tmp_path) == ["step_curves.png"]
+    assert (tmp_path / "step_curves.md").read_text() == (records / "step_curves.md").read_text()
