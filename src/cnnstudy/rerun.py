@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from cnnstudy.errors import fail
 from cnnstudy.record import METRICS_FILE, read_record, without
+from cnnstudy.report.groups import flatten
 
 # Where a run reads its data and writes its checkpoints and curves: this machine's, not the archived run's.
 # None of them changes what a run computes (cnnstudy.record.RUNTIME_KEYS).
@@ -105,7 +106,7 @@ def first_difference(archived: dict, rerun: dict) -> str | None:
 def provenance_differences(archived: dict, rerun: dict) -> list[str]:
     """What differs between the two runs' code version, libraries, hardware (CPU, GPU) and threads, as far as
     both records say (their `provenance`, cnnstudy.provenance): 'name: archived -> rerun'."""
-    old, new = flat(archived.get("provenance") or {}), flat(rerun.get("provenance") or {})
+    old, new = flatten(archived.get("provenance") or {}), flatten(rerun.get("provenance") or {})
     old["threads"] = archived["config"].get("threads", "not recorded")
     new["threads"] = rerun["config"].get("threads")
     return [
@@ -113,17 +114,6 @@ def provenance_differences(archived: dict, rerun: dict) -> list[str]:
         for key in sorted(old.keys() & new.keys())
         if old[key] != new[key] and not key.startswith(NOT_A_REASON)
     ]
-
-
-def flat(tree: dict, prefix: str = "") -> dict:
-    """A nested dict as {'a.b': value}."""
-    items = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            items.update(flat(value, f"{prefix}{key}."))
-        else:
-            items[f"{prefix}{key}"] = value
-    return items
 
 
 def main() -> int:

@@ -152,24 +152,24 @@ def matches(group: Group, selector: dict) -> bool:
     return all(key in values and same(wanted, values[key]) for key, wanted in selector.items())
 
 
-def select(groups: list[Group], selector: dict, claim: Claim) -> Group:
-    found = [g for g in groups if matches(g, selector)]
+def the_one(found: list, selector: dict, claim: Claim, what: str, whats: str):
+    """The one group (or lr series) a selector picks: none is a claim these records cannot test, several a
+    selector too loose to mean anything."""
     if not found:
-        raise NotInRecords(f"no group has {selector}")
+        raise NotInRecords(f"no {what} has {selector}")
     if len(found) != 1:
-        labels = "; ".join(f"`{g.label}`" for g in found) or "none"
-        raise UserError(f"claim {claim.name}: {selector} matches {len(found)} groups ({labels}), not one")
+        labels = "; ".join(f"`{item.label}`" for item in found)
+        raise UserError(f"claim {claim.name}: {selector} matches {len(found)} {whats} ({labels}), not one")
     return found[0]
+
+
+def select(groups: list[Group], selector: dict, claim: Claim) -> Group:
+    return the_one([g for g in groups if matches(g, selector)], selector, claim, "group", "groups")
 
 
 def select_series(series: list[LrSeries], selector: dict, claim: Claim) -> LrSeries:
     found = [s for s in series if all(matches(p.group, selector) for p in s.points)]
-    if not found:
-        raise NotInRecords(f"no lr series has {selector}")
-    if len(found) != 1:
-        labels = "; ".join(f"`{s.label}`" for s in found) or "none"
-        raise UserError(f"claim {claim.name}: {selector} matches {len(found)} lr series ({labels}), not one")
-    return found[0]
+    return the_one(found, selector, claim, "lr series", "lr series")
 
 
 def metric_values(group: Group, metric: str) -> list[float]:
