@@ -14,6 +14,7 @@ themselves (the words, the p-values) are only ever in a block (tests/test_claims
 """
 
 import argparse
+import glob
 import re
 import sys
 from pathlib import Path
@@ -79,9 +80,7 @@ def render(page: Path) -> str:
 
 
 def pages(paths: list[str]) -> list[Path]:
-    found = []
-    for pattern in paths:
-        found += sorted(Path().glob(pattern)) if any(c in pattern for c in "*?[") else [Path(pattern)]
+    found = [Path(path) for pattern in paths for path in sorted(glob.glob(pattern))]
     return [p for p in found if p.is_file() and BLOCK.search(p.read_text())]
 
 
