@@ -279,9 +279,11 @@ def ratio_at(claim: Claim, series: list[LrSeries]) -> tuple[float, tuple, float 
 
 def ratio_words(log_ratio: float, interval: tuple) -> str:
     """The ratio and its interval in words: > 1 resolved only when the whole interval is."""
-    low, high = (10**x if math.isfinite(x) else (0 if x < 0 else math.inf) for x in interval)
-    point = 10**log_ratio if math.isfinite(log_ratio) else (0 if log_ratio < 0 else math.inf)
-    return f"{point:.3g}× [{low:.3g}, {high:.3g}]"
+
+    def number(log: float) -> str:
+        return f"{10**log:.3g}" if math.isfinite(log) else ("0" if log < 0 else "∞")
+
+    return f"{number(log_ratio)}× [{number(interval[0])}, {number(interval[1])}]"
 
 
 def edge(claim: Claim, groups: list[Group], common: set[str], threshold: float, verdict: Verdict) -> None:
@@ -424,7 +426,9 @@ def effect_text(v: Verdict) -> str:
 
 
 def p_text(p: float | None) -> str:
-    return "–" if p is None else f"{p:.2g}"
+    if p is None:
+        return "–"
+    return f"≤ {1 / RESAMPLES:g}" if p <= 1 / RESAMPLES else f"{p:.2g}"  # a bootstrap p cannot go below it
 
 
 def test_name(claim: Claim) -> str:
