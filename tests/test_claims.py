@@ -89,10 +89,10 @@ def test_verdicts_follow_the_rule_with_holm_over_the_family(sweep):
     assert tiny.words == "not resolved at n = 3 vs 3" and tiny.outcome == "not resolved"
     # the seeds per side at which Welch would have 80 % power, at the family's Bonferroni level
     d = abs(tiny.effect) / math.sqrt((statistics.variance(x) + statistics.variance(y)) / 2)
-    needed = math.ceil(TTestIndPower().solve_power(effect_size=d, alpha=0.05 / 4, power=0.8))
-    assert tiny.seeds_needed == str(needed)
-    new_seeds = ",".join(str(s) for s in range(3, needed))
-    assert tiny.commands[0].endswith(f"model=bn optim.lr=1e-2 seed={new_seeds} hydra.sweep.dir=multirun/seeds_tiny_gap")
+    needed = max(4, math.ceil(TTestIndPower().solve_power(effect_size=d, alpha=0.05 / 4, power=0.8)))
+    assert tiny.seeds_needed == str(needed)  # and never the seeds that ran, which did not resolve it
+    new_seeds = f"'seed=range(3,{needed})'"  # Hydra's range: seeds 3 to needed - 1
+    assert tiny.commands[0].endswith(f"model=bn optim.lr=1e-2 {new_seeds} hydra.sweep.dir=multirun/seeds_tiny_gap")
     book = verdicts["book_number"]
     assert book.effect == pytest.approx(0.0) and book.n == (3,)
     assert book.words == ("equivalent within ±1.00 points" if book.p_adjusted < 0.05 else "not resolved at n = 3")

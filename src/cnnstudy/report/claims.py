@@ -283,6 +283,8 @@ def ratio_words(log_ratio: float, interval: tuple) -> str:
     def number(log: float) -> str:
         return f"{10**log:.3g}" if math.isfinite(log) else ("0" if log < 0 else "∞")
 
+    if not any(math.isfinite(x) for x in (log_ratio, *interval)):
+        return f"{number(log_ratio)}× (an edge beyond its grid in every resample: unbounded)"
     return f"{number(log_ratio)}× [{number(interval[0])}, {number(interval[1])}]"
 
 
@@ -360,7 +362,10 @@ def seeds_needed(claim: Claim, verdict: Verdict, x: list[float], y: list[float],
         n = TTestIndPower().solve_power(effect_size=effect, alpha=alpha, power=POWER, alternative=alternative)
     except (ValueError, RuntimeError):
         return f"> {MAX_SEEDS}"
-    return f"> {MAX_SEEDS}" if not np.isfinite(n) or n > MAX_SEEDS else str(max(3, math.ceil(n)))
+    if not np.isfinite(n) or n > MAX_SEEDS:
+        return f"> {MAX_SEEDS}"
+    # the power is the observed effect's, while the verdict is Holm's: at least one seed more than ran
+    return str(max(len(x) + 1, len(y) + 1, math.ceil(n)))
 
 
 def more_seeds_commands(group: Group, needed: int, name: str) -> str:
@@ -369,8 +374,8 @@ def more_seeds_commands(group: Group, needed: int, name: str) -> str:
     if needed <= len(seeds):
         return ""
     overrides = " ".join(f"'{o}'" if "," in o else o for o in group.overrides)
-    new = ",".join(str(s) for s in range(start, start + needed - len(seeds)))
-    return f"python -m cnnstudy.train -m {overrides} seed={new} hydra.sweep.dir=multirun/seeds_{name}"
+    new = f"'seed=range({start},{start + needed - len(seeds)})'"  # Hydra's range sweep: start to stop - 1
+    return f"python -m cnnstudy.train -m {overrides} {new} hydra.sweep.dir=multirun/seeds_{name}"
 
 
 def evaluate(claim_set: ClaimSet, groups: list[Group], common: set[str], threshold: float) -> list[Verdict]:
