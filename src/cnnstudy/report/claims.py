@@ -90,6 +90,11 @@ class Verdict:
     sides: tuple[Group, ...] = ()  # the groups compared
     missing: str = ""  # why the claim has no verdict in these records
 
+    @property
+    def p_floor(self) -> float:
+        """The smallest p its test can give: a bootstrap's 1 / resamples (and Holm's multiple of it)."""
+        return 1 / RESAMPLES if self.claim.test == "edge_ratio" else 0.0
+
 
 def load_claims(path: Path) -> ClaimSet:
     """A claims file, checked: an unknown test, key or expectation is a UserError naming it."""
@@ -430,10 +435,11 @@ def effect_text(v: Verdict) -> str:
     return text
 
 
-def p_text(p: float | None) -> str:
+def p_text(p: float | None, floor: float = 0.0) -> str:
+    """A p-value; at `floor` (a bootstrap's 1 / resamples, which it cannot go below) a bound."""
     if p is None:
         return "–"
-    return f"≤ {1 / RESAMPLES:g}" if p <= 1 / RESAMPLES else f"{p:.2g}"  # a bootstrap p cannot go below it
+    return f"≤ {floor:g}" if p <= floor else f"{p:.2g}"
 
 
 def test_name(claim: Claim) -> str:
@@ -458,7 +464,12 @@ def verdict_lines(claim_set: ClaimSet, verdicts: list[Verdict], threshold: float
     lines = [
         f"Claims: `{claim_set.path.name}` ({claim_set.source}). Family: its {tested} tested claims, "
         f"{claim_set.correction.capitalize()}'s correction (statsmodels `multipletests`), α = {claim_set.alpha:g}; "
-        f"effects a − b (accuracy in points), a seed still trains at last-epoch val acc ≥ {threshold * 100:g} %.",
+        "effects a − b (accuracy in points)"
+        + (
+            f", a seed still trains at last-epoch val acc ≥ {threshold * 100:g} %."
+            if any(v.claim.test in ("edge_ratio", "best_lr") for v in verdicts)
+            else "."
+        ),
         "",
         "| claim | test | compared | n | effect [interval] | p | p (corrected) | verdict | source's claim |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -466,7 +477,7 @@ def verdict_lines(claim_set: ClaimSet, verdicts: list[Verdict], threshold: float
     for v in verdicts:
         n = " vs ".join(str(k) for k in v.n)
         row = [f"**{v.claim.name}**: {v.claim.says}", test_name(v.claim), v.detail, n, effect_text(v)]
-        row += [p_text(v.p), p_text(v.p_adjusted), f"**{v.words}**", v.outcome]
+        row += [p_text(v.p, v.p_floor), p_text(v.p_adjusted), f"**{v.words}**", v.outcome]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
     for v in verdicts:
         if v.sensitivity:

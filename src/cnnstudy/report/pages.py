@@ -67,14 +67,14 @@ def headline_lines(verdicts: list[Verdict], records: str) -> list[str]:
     for v in verdicts:
         lines.append(
             f"- {v.claim.says} ([{Path(records).name}]({records}.md), `{v.claim.name}`): {effect_text(v)}, "
-            f"n = {' vs '.join(str(k) for k in v.n)}, p {p_is(v.p)} (corrected {p_text(v.p_adjusted)}): "
+            f"n = {' vs '.join(str(k) for k in v.n)}, p {p_is(v)} (corrected {p_text(v.p_adjusted)}): "
             f"**{v.words}**" + (f" (the source's claim: {v.outcome})" if v.outcome != "–" else "")
         )
     return lines
 
 
-def p_is(p: float | None) -> str:
-    text = p_text(p)
+def p_is(v: Verdict) -> str:
+    text = p_text(v.p, v.p_floor)
     return text if text.startswith("≤") else f"= {text}"
 
 
