@@ -98,6 +98,21 @@ def test_verdicts_follow_the_rule_with_holm_over_the_family(sweep):
     assert book.words == ("equivalent within ±1.00 points" if book.p_adjusted < 0.05 else "not resolved at n = 3")
 
 
+def test_an_equivalence_beyond_its_margin_is_tested_for_a_larger_difference(sweep):
+    """bn is 3 points above nobn: 'the same within 1 point' is then asked the other way round, one-sided against
+    the nearer bound and doubled (its side was picked after looking)."""
+    path = sweep.parent / "beyond.yaml"
+    path.write_text(
+        "claims:\n  - {name: same, says: equal, test: equivalence, margin: 0.01, a: {model: bn, optim.lr: 1e-3},"
+        " b: {model: nobn, optim.lr: 1e-3}, expect: equivalent}\n"
+    )
+    (verdict,) = report(sweep, claims=path).verdicts
+    x, y = ACCS["bn", "1e-3"], ACCS["nobn", "1e-3"]
+    one_sided = scipy_stats.ttest_ind([v - 0.01 for v in x], y, equal_var=False, alternative="greater").pvalue
+    assert verdict.p == pytest.approx(min(1, 2 * one_sided), rel=1e-6)
+    assert (verdict.words, verdict.outcome) == ("differs by more than ±1.00 points", "contradicted")
+
+
 def test_the_report_opens_with_the_verdicts(sweep):
     text = Path(report(sweep, claims=sweep.parent / "claims.yaml").report).read_text()
     verdicts = text.split("## Verdicts")[1].split("## Results per group")[0]

@@ -89,6 +89,7 @@ class Verdict:
     sensitivity: list[tuple[float, str, int]] = field(default_factory=list)  # edge_ratio: threshold, ratio, side
     sides: tuple[Group, ...] = ()  # the groups compared
     missing: str = ""  # why the claim has no verdict in these records
+    beyond: bool = False  # an equivalence whose estimate is beyond its margin: tested for a difference larger than m
 
     @property
     def p_floor(self) -> float:
@@ -217,8 +218,13 @@ def equivalence(claim: Claim, groups: list[Group], verdict: Verdict) -> None:
     x, y = (np.array(v) for v in two_groups(claim, groups, verdict))
     verdict.effect, verdict.level = float(x.mean() - y.mean()), 90
     if len(x) > 1 and len(y) > 1 and (spread(list(x)) or spread(list(y))):
-        verdict.p = float(ttost_ind(x, y, -claim.margin, claim.margin, usevar="unequal")[0])
         compare = CompareMeans(DescrStatsW(x), DescrStatsW(y))
+        if abs(verdict.effect) <= claim.margin:
+            verdict.p = float(ttost_ind(x, y, -claim.margin, claim.margin, usevar="unequal")[0])
+        else:  # beyond the margin: is it further than m? One-sided, doubled for the side picked after looking
+            side, bound = ("larger", claim.margin) if verdict.effect > 0 else ("smaller", -claim.margin)
+            one_sided = compare.ttest_ind(alternative=side, usevar="unequal", value=bound)[1]
+            verdict.p, verdict.beyond = float(min(1.0, 2 * one_sided)), True
         verdict.interval = tuple(float(v) for v in compare.tconfint_diff(alpha=0.10, usevar="unequal"))
 
 
@@ -230,7 +236,12 @@ def value(claim: Claim, groups: list[Group], verdict: Verdict) -> None:
     verdict.effect = float(x.mean() - claim.value)
     if spread(list(x)):
         stats = DescrStatsW(x)
-        verdict.p = float(stats.ttost_mean(claim.value - claim.margin, claim.value + claim.margin)[0])
+        if abs(verdict.effect) <= claim.margin:
+            verdict.p = float(stats.ttost_mean(claim.value - claim.margin, claim.value + claim.margin)[0])
+        else:  # beyond the margin: one-sided against the nearer bound, doubled (the side picked after looking)
+            side, bound = ("larger", claim.margin) if verdict.effect > 0 else ("smaller", -claim.margin)
+            one_sided = stats.ttest_mean(claim.value + bound, alternative=side)[1]
+            verdict.p, verdict.beyond = float(min(1.0, 2 * one_sided)), True
         verdict.interval = tuple(float(v) - claim.value for v in stats.tconfint_mean(alpha=0.10))
 
 
@@ -320,6 +331,8 @@ def words_for(claim: Claim, verdict: Verdict, alpha: float) -> str:
     if not resolved:
         return f"not resolved at n = {n}"
     if claim.test in ("equivalence", "value"):
+        if verdict.beyond:
+            return f"differs by more than ±{scaled(claim.metric, claim.margin)}"
         return f"equivalent within ±{scaled(claim.metric, claim.margin)}"
     if claim.test == "trend":
         return "increasing" if verdict.effect > 0 else "decreasing"
@@ -341,7 +354,7 @@ def outcome_for(claim: Claim, words: str) -> str:
     agrees = {
         "greater": ("better", "higher", "larger"),
         "less": ("worse", "lower", "smaller"),
-        "equivalent": ("equivalent",),
+        "equivalent": ("equivalent",),  # "differs by more than ±m" contradicts it
         "increasing": ("increasing",),
         "decreasing": ("decreasing",),
     }[claim.expect]
