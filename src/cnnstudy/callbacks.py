@@ -108,7 +108,8 @@ class StopOnSignal(L.Callback):
         if self.received is not None and SIGNALS_FORWARDED_ENV not in os.environ:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
-        self.received = signum
+        if self.received is None:  # the run was stopped by the first (a launcher may send SIGTERM after it)
+            self.received = signum
 
     def check(self) -> None:
         if self.received is not None:

@@ -195,9 +195,10 @@ class ParallelLauncher(JoblibLauncher):
                 done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in done:
                     returns[running.pop(future)] = future
-                    if future.exception() is not None and failed is None:
+                    if future.exception() is not None and failed is None and forward.received is None:
                         # a job ended by a signal of its own, or its worker died: stop the other jobs too (as
-                        # for a signal to the command), then raise its error
+                        # for a signal to the command), then raise its error. After a signal to the command
+                        # the jobs end with Interrupted: they have been stopped already, with that signal
                         failed = future
                         send(executor._processes, signal.SIGTERM)
             if forward.received or failed:
