@@ -83,6 +83,9 @@ def test_tensorboard_lists_every_job_with_scalars_hparams_and_the_overlay_layout
     # one summary run per overlaid line, so TensorBoard colours bn and nobn apart; a chart's tag is its panel
     for model in ("bn", "nobn"):
         assert {"val_acc/optim.lr=0.001", "val_acc/optim.lr=0.01"} <= set(tags[f"tb_summary/model={model}"])
+    run, tag = urllib.parse.quote("tb_summary/model=bn"), urllib.parse.quote("val_acc/optim.lr=0.001")
+    steps = [p[1] for p in get(f"{url}/data/plugin/scalars/scalars?run={run}&tag={tag}")]
+    assert steps == [1, 2]  # epochs counted from 1, as in curves.png
 
     experiment = get(f"{url}/data/plugin/hparams/experiment", {"experimentName": ""})
     hparams = {h["name"] for h in experiment["hparamInfos"]}

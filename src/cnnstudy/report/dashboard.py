@@ -35,8 +35,8 @@ def write_dashboard(sweep_dir: Path, groups: list[Group], common: set[str]) -> N
                     for e in job.epochs:
                         if e.get(metric) is not None:
                             per_epoch[e["epoch"]].append(e[metric])
-                for epoch, values in sorted(per_epoch.items()):
-                    writer.add_scalar(f"{metric}/{panel}", statistics.fmean(values), epoch)
+                for epoch, values in sorted(per_epoch.items()):  # the step: the epoch from 1, as in curves.png
+                    writer.add_scalar(f"{metric}/{panel}", statistics.fmean(values), epoch + 1)
                 chart = f"{metric}: {panel} (mean over seeds)"
                 charts[metric][chart] = ["Multiline", [re.escape(f"{metric}/{panel}") + "$"]]
     with SummaryWriter(str(root)) as writer:  # the layout, in a run of its own
