@@ -10,7 +10,7 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export CNNSTUDY_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: setup train sweep report test check lint tensorboard bench gpu-check clean slurm-up slurm-down
+.PHONY: setup train sweep report test check lint tensorboard screenshots bench gpu-check clean slurm-up slurm-down
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -50,6 +50,18 @@ gpu-check: setup  # GPU runs and the bench on CUDA -> gpu-check.json/.md; one li
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir multirun --host 127.0.0.1
+
+# The README's screenshots (needs chromium): the bn_vs_nobn archive's overlay, and the HPARAMS table of a small
+# real sweep (8 jobs, minutes on a CPU; a second call reuses its completed jobs).
+SHOTS_SWEEP := multirun/screenshots
+screenshots: setup
+	$(PY) -m cnnstudy.report docs/results/bn_vs_nobn >/dev/null
+	$(PY) -m cnnstudy.report.screenshots docs/results/bn_vs_nobn --views custom_scalars --out docs/screenshots
+	$(PY) -m cnnstudy.train -m model=bn,nobn optim.lr=1e-3,1e-2 seed=0,1 trainer.max_epochs=3 \
+		trainer.limit_train_batches=40 trainer.limit_val_batches=10 trainer.limit_test_batches=10 \
+		hydra.sweep.dir=$(SHOTS_SWEEP)
+	$(PY) -m cnnstudy.report $(SHOTS_SWEEP) >/dev/null
+	$(PY) -m cnnstudy.report.screenshots $(SHOTS_SWEEP) --views hparams --out docs/screenshots
 
 slurm-up:  # a one-node SLURM cluster on this host, for hydra/launcher=slurm and tests/test_slurm.py (root)
 	scripts/slurm-local.sh up
