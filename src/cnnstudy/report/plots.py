@@ -468,6 +468,7 @@ def plot_layer_stats(rows: list[LayerRow], groups: list[Group], path: Path) -> F
     colors = [viridis(f) for f in np.linspace(0, 0.85, len(layers))]
     fig = Figure(figsize=(14, 3.2 * len(labels)), layout="constrained")
     axes = fig.subplots(len(labels), 2, squeeze=False, sharex=True, sharey="col")
+    any_zero = False
     for (grad_ax, act_ax), name in zip(axes, labels, strict=True):
         jobs = [j.layer_stats for j in by_label[name].jobs if j.status in ("completed", "diverged") and j.layer_stats]
         for ax, prefix, ylabel in ((grad_ax, "grad_norm/", "‖∇W‖"), (act_ax, "act_std/", "std of the output")):
@@ -477,9 +478,14 @@ def plot_layer_stats(rows: list[LayerRow], groups: list[Group], path: Path) -> F
                     for step, value in stats.get(prefix + layer, {}).items():
                         per_step[step].append(value)
                 xs = sorted(per_step)
+                medians = [statistics.median(per_step[x]) for x in xs]
+                # a dead net's gradients are exactly 0, which a log axis cannot show: a gap, and a mark at its foot
+                zeros = [x for x, m in zip(xs, medians, strict=True) if m == 0]
+                any_zero = any_zero or bool(zeros)
+                ax.plot(zeros, [0.03] * len(zeros), "|", color=color, transform=ax.get_xaxis_transform())
                 ax.plot(
                     xs,
-                    [statistics.median(per_step[x]) for x in xs],
+                    [m if m > 0 else float("nan") for m in medians],
                     color=color,
                     marker=marker,
                     markersize=3,
@@ -491,7 +497,9 @@ def plot_layer_stats(rows: list[LayerRow], groups: list[Group], path: Path) -> F
             plain_log_labels(ax)
     for ax in axes[-1]:
         ax.set_xlabel("training step")
-    legend_outside(fig, axes[0][0].get_lines(), "layer (input to output)")
+    handles = [line for line in axes[0][0].get_lines() if line.get_label() in layers]
+    zero = Line2D([], [], color="#888888", marker="|", markersize=10, linestyle="", label="exactly 0 (off log axis)")
+    legend_outside(fig, handles, "layer (input to output)", zero if any_zero else None)
     fig.suptitle("per layer, median over jobs (LayerStats)")
     fig.savefig(path, dpi=100)
     return fig
@@ -566,6 +574,7 @@ def plot_verdicts(verdicts: list, path: Path) -> Figure | None:
     for v in shown:
         panels[verdict_panel(v)].append(v)
     heights = [len(rows) + 1 for rows in panels.values()]
+    open_ended = False
     fig = Figure(figsize=(8.5, 1.0 + 0.42 * sum(heights)), layout="constrained")
     axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
     for ax, (title, rows) in zip(axes, panels.items(), strict=True):
@@ -581,6 +590,10 @@ def plot_verdicts(verdicts: list, path: Path) -> Figure | None:
                 m = v.claim.margin * scale
                 ax.fill_betweenx([y - 0.35, y + 0.35], -m, m, color="#DDDDDD", linewidth=0)
             ax.plot([low, high], [y, y], color=color, linewidth=2)
+            for end, arrow in ((low, "<"), (high, ">")):
+                if ratio and end in (1e-3, 1e3):  # open on that side ([15.9, ∞]): an arrowhead, not a bar's end
+                    ax.scatter([end], [y], marker=arrow, s=50, color=color, zorder=3)
+                    open_ended = True
             face = color if resolved else "white"
             ax.plot([effect], [y], marker="o", markersize=8, color=color, markerfacecolor=face)
         ax.axvline(1 if ratio else 0, color="black", linewidth=0.8)
@@ -592,11 +605,13 @@ def plot_verdicts(verdicts: list, path: Path) -> Figure | None:
         ax.set_title(title, fontsize="small", loc="left")
     handles = [
         Line2D([], [], color=OUTCOME_COLORS["reproduced"], marker="o", label="the source's claim reproduced"),
-        Line2D([], [], color=OUTCOME_COLORS["contradicted"], marker="o", label="contradicted"),
-        Line2D([], [], color="#888888", marker="o", label="not resolved / no claim"),
-        Line2D([], [], color="black", marker="o", markerfacecolor="white", linestyle="", label="hollow: not resolved"),
+        Line2D([], [], color=OUTCOME_COLORS["contradicted"], marker="o", label="the source's claim contradicted"),
+        Line2D([], [], color="#888888", marker="o", label="resolved, not the source's claim"),
+        Line2D([], [], color="#888888", marker="o", markerfacecolor="white", label="not resolved (hollow)"),
         Line2D([], [], color="#DDDDDD", linewidth=8, label="equivalence margin"),
     ]
+    if open_ended:
+        handles.append(Line2D([], [], color="#888888", marker=">", linestyle="", label="interval open beyond the grid"))
     legend_outside(fig, handles, "verdict (corrected p)")
     fig.suptitle("each claim: effect and interval (95 %; 90 % for equivalence)", fontsize="medium")
     fig.savefig(path, dpi=100)

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from cnnstudy.report.cells import fmt, md_table
 from cnnstudy.report.groups import Group
+from cnnstudy.report.plots import legend_outside
 from cnnstudy.report.records import SIGMOID_INPUT, TEST_CURVE
 from cnnstudy.report.stats import summarise
 
@@ -63,7 +64,8 @@ def plot_step_curves(groups: list[Group], path: Path) -> Figure | None:
             ax.plot(xs, [statistics.fmean(steps[x]) for x in xs], color=colors(i), label=name)
             ax.fill_between(xs, [min(steps[x]) for x in xs], [max(steps[x]) for x in xs], color=colors(i), alpha=0.25)
         ax.set(xlabel="training step", ylabel="sigmoid input", title=f"({letter}) {group.label}")
-        ax.legend(fontsize="small", title="percentile")
+    if probed:  # the same three colours in every panel: one legend, beside them rather than over a band
+        legend_outside(fig, axes[1].get_lines(), "percentile")
     fig.suptitle("mean over completed seeds, band = min–max over seeds; on the test images, model in eval mode")
     fig.savefig(path, dpi=100)
     return fig
