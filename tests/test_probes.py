@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from cnnstudy.models import ConvNet
 from cnnstudy.module import Classifier
 from cnnstudy.probes import FeatureMaps, LandscapeProbe, LayerStats
+from cnnstudy.rng import rng_state
 
 LANDSCAPE_KEYS = {
     "landscape/loss_min",
@@ -103,13 +104,13 @@ def test_probes_leave_the_training_trajectory_bitwise_unchanged(tmp_path):
 def test_probe_replays_the_steps_dropout_and_restores_model_and_rng():
     module = classifier(dropout=0.5)  # train mode: BN on batch statistics, dropout on
     images, labels = next(iter(loader(1, seed=1)))
-    step_rng = torch.get_rng_state()
+    step_rng = rng_state()
     F.cross_entropy(module(images), labels).backward()
     torch.rand(1)  # move the global RNG on, so that a probe which does not restore it shows
     rng, state = torch.get_rng_state(), copy.deepcopy(module.state_dict())
     grads = [p.grad.clone() for p in module.parameters()]
 
-    numbers = LandscapeProbe().probe(module, (images, labels), [1e-4], {"cpu": step_rng})
+    numbers = LandscapeProbe().probe(module, (images, labels), [1e-4], step_rng)
 
     # the same dropout masks as the step g came from: a tiny step barely changes the gradient
     # (other masks would change it by about ||g||)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
+from cnnstudy.record import write_json_atomic
 from cnnstudy.report import archive, latest_sweep, main, report
 from cnnstudy.report.compare import arm_levels
 from cnnstudy.report.edge import edge_ratio, edge_text, estimate_edge, fine_pass, ratio_text
@@ -199,7 +200,8 @@ def test_no_plots_for_one_epoch_and_one_lr(tmp_path):
 
 
 def write_landscape(job: Path, loss_min: list[float], loss_max: list[float], beta: list[float]) -> None:
-    """TensorBoard events as the LandscapeProbe logs them (steps 0, 10, 20, ...), beside another scalar."""
+    """TensorBoard events as the LandscapeProbe logged them before runs wrote probes.json (steps 0, 10, 20, ...),
+    beside another scalar."""
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(job / "tb" / "run")) as writer:
@@ -209,7 +211,7 @@ def write_landscape(job: Path, loss_min: list[float], loss_max: list[float], bet
             writer.add_scalar("train_loss", 99.0, 10 * i)
 
 
-def test_landscape_table_and_plot_from_the_probes_events(tmp_path):
+def test_landscape_table_and_plot_from_an_old_sweeps_events(tmp_path):
     # per job: mean over steps of (loss_max - loss_min) and of beta; then mean ± std over the two seeds
     ranges = {"bn": ([0.1, 0.3], [0.2, 0.4]), "none": ([1.0, 2.0], [3.0, 4.0])}  # seed 0, seed 1 per step
     for number, (norm, seed) in enumerate([("bn", 0), ("bn", 1), ("none", 0), ("none", 1)]):
@@ -238,8 +240,6 @@ def test_landscape_table_and_plot_from_the_probes_events(tmp_path):
 
 
 def test_layer_stats_table_tests_and_plot_count_diverged_jobs(tmp_path):
-    from torch.utils.tensorboard import SummaryWriter
-
     # (norm, seed, status) -> grad norm and act std of features.0.0 at steps 0, 5, 10 (nan: the step it diverged)
     jobs = {
         ("bn", 0, "completed"): ([1.0, 2.0, 0.5], [0.5, 1.0, 1.0]),
@@ -251,10 +251,9 @@ def test_layer_stats_table_tests_and_plot_count_diverged_jobs(tmp_path):
     for number, ((norm, seed, status), (grad, act)) in enumerate(jobs.items()):
         fields = completed(0.9, seed) if status == "completed" else {"epochs": epochs(2.0, [0.5])}
         job = write_job(tmp_path, number, [f"model.norm={norm}", f"seed={seed}"], status, **fields)
-        with SummaryWriter(str(job / "tb" / "run")) as writer:
-            for i, (g, a) in enumerate(zip(grad, act, strict=True)):
-                writer.add_scalar("grad_norm/features.0.0", g, 5 * i)
-                writer.add_scalar("act_std/features.0.0", a, 5 * i)
+        probes = {"grad_norm/features.0.0": grad, "act_std/features.0.0": act, "act_mean/features.0.0": act}
+        probes = {tag: {str(5 * i): value for i, value in enumerate(values)} for tag, values in probes.items()}
+        write_json_atomic(job / "probes.json", probes)  # as a run writes it (cnnstudy.record)
     result = report(tmp_path)
     assert "layer_stats.png" in result.plots
     assert (tmp_path / "layer_stats.png").read_bytes()[:8] == PNG_SIGNATURE
@@ -275,7 +274,7 @@ def test_layer_stats_table_tests_and_plot_count_diverged_jobs(tmp_path):
 
 def test_no_landscape_without_probes(synthetic_sweep):
     result = report(synthetic_sweep)
-    assert result.landscape == [] and "landscape.png" not in result.plots
+    assert result.probe_sections == [] and "landscape.png" not in result.plots
     assert "Optimisation landscape" not in (synthetic_sweep / "report.md").read_text()
 
 

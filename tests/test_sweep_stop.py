@@ -192,7 +192,7 @@ def test_a_typo_in_a_hydra_group_is_one_line_naming_the_options(tmp_path, group,
 
 
 def test_a_running_record_reads_running_only_while_its_run_dir_is_locked(tmp_path):
-    """A record written by hand: the lock a live process holds (cnnstudy.train.run_dir_lock) makes `running`."""
+    """A record written by hand: the lock a live process holds (cnnstudy.run.Run.lock) makes `running`."""
     job = tmp_path / "0"
     job.mkdir()
     (job / "metrics.json").write_text(json.dumps({"status": "running", "epochs": [{"epoch": 0}]}))

@@ -15,6 +15,7 @@ from cnnstudy.checkpoints import CONFIG_KEY
 from cnnstudy.errors import Interrupted
 from cnnstudy.launchers import SIGNALS_FORWARDED_ENV, STOP_SIGNALS
 from cnnstudy.record import RunRecord
+from cnnstudy.rng import rng_state, set_rng_state
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 # Recorded only by runs with module.eval_also_in_train_mode=true: validation and test measured a second time
@@ -24,18 +25,22 @@ TRAIN_MODE_TEST_KEYS = ("test_loss_train_mode", "test_acc_train_mode")
 
 
 class RunRecorder(L.Callback):
-    """Records the run: one metrics.json entry per epoch (through its RunRecord), and in every
-    checkpoint the run's config (so a checkpoint says what produced it and `cnnstudy.evaluate` can rebuild
-    the model from it alone) and the global RNG state (dropout and augmentation draw from it; Lightning
-    does not keep it, and an exactly resumed run needs the same random stream).
+    """Records the run into its RunRecord (cnnstudy.run.Run makes it): one metrics.json entry per epoch, and in
+    every checkpoint the run's config (so a checkpoint says what produced it and `cnnstudy.evaluate` can rebuild
+    the model from it alone) and the global RNG state (cnnstudy.rng).
 
-    Its state (epoch records, seconds trained) goes into every checkpoint too, so a resumed run continues
-    the same metrics.json as if it had never stopped. Under DDP only global rank 0 writes.
+    Its state (epoch records, seconds trained, the probes' scalars) goes into every checkpoint too, so a resumed run
+    continues the same metrics.json and probes.json as if it had never stopped. Under DDP only global rank 0 writes.
     """
 
     def __init__(self, record: RunRecord, run_info: dict):
         self.record, self.run_info = record, run_info
         self._started = None
+
+    @staticmethod
+    def of(trainer: L.Trainer) -> "RunRecorder | None":
+        """The Trainer's recorder; None for a Trainer outside a cnnstudy run (a test's, a notebook's)."""
+        return next((c for c in trainer.callbacks if isinstance(c, RunRecorder)), None)
 
     def setup(self, trainer, pl_module, stage):
         self.record.writes = trainer.is_global_zero
@@ -51,10 +56,6 @@ class RunRecorder(L.Callback):
         entry.update({key: as_number(metrics[key]) for key in TRAIN_MODE_EPOCH_KEYS if key in metrics})
         self.record.add_epoch(entry, time.perf_counter() - self._started)
 
-    def on_test_end(self, trainer, pl_module):
-        metrics = trainer.callback_metrics
-        self.record.header.update({key: as_number(metrics[key]) for key in TRAIN_MODE_TEST_KEYS if key in metrics})
-
     def state_dict(self) -> dict:
         return self.record.state_dict()
 
@@ -63,16 +64,10 @@ class RunRecorder(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[CONFIG_KEY] = self.run_info
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["rng_states"] = rng_state()
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        states = checkpoint.get("rng_states", {})
-        if "torch" in states:
-            torch.set_rng_state(states["torch"])
-        if "cuda" in states and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda"])
+        set_rng_state(checkpoint.get("rng_states", {}))
 
 
 def as_number(value):

@@ -3,6 +3,7 @@ curves, and hyperparameters recorded by every kind of logger."""
 
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
 
 from cnnstudy.callbacks import EPOCH_KEYS
 
@@ -28,3 +29,27 @@ def log_hyperparams(logger: Logger, params: dict, metrics: dict) -> None:
     else:
         logger.log_hyperparams(params)
         logger.log_metrics(metrics)
+
+
+# The numbers every run's hyperparameters show, by the short name they show under.
+HPARAM_KEYS = {
+    "lr": "optim.lr",
+    "weight_decay": "optim.weight_decay",
+    "batch_size": "data.batch_size",
+    "max_epochs": "trainer.max_epochs",
+    "seed": "seed",
+}
+
+
+def hparams(cfg: DictConfig, choices: dict, overrides: list[str], params: int, status: str) -> dict:
+    """What the HPARAMS tab (and every logger's hyperparameters) shows per run: the group choices, the numbers
+    that vary, the status; one column per setting (an override of optim.lr is the `lr` column, not a second one)."""
+    flat = {group: choices[group] for group in ("model", "data", "optim", "scheduler") if group in choices}
+    flat["status"] = status
+    flat.update({name: OmegaConf.select(cfg, key, default=0.0) for name, key in HPARAM_KEYS.items()})
+    flat["params"] = params
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if not key.startswith(("hydra.", "data.root")) and key not in HPARAM_KEYS.values():
+            flat.setdefault(key, value)
+    return flat

@@ -14,6 +14,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from cnnstudy.rng import rng_kept
+
 
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
@@ -112,19 +114,15 @@ class Classifier(L.LightningModule):
         that dropout and noisy BN draw from, so the next training batch sees the same random numbers."""
         modes = {module: module.training for module in self.model.modules()}
         buffers = {name: buffer.clone() for name, buffer in self.model.named_buffers()}
-        rng = torch.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         self.model.train()
         try:
-            yield
+            with rng_kept():
+                yield
         finally:
             for module, training in modes.items():
                 module.training = training
             for name, buffer in self.model.named_buffers():
                 buffer.copy_(buffers[name])
-            torch.set_rng_state(rng)
-            if cuda_rng is not None:
-                torch.cuda.set_rng_state_all(cuda_rng)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

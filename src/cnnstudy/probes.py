@@ -6,10 +6,14 @@
     TestCurve       test accuracy and loss every k training steps (accuracy against steps, Ioffe & Szegedy fig. 1a)
     SigmoidInputs   percentiles of one last-hidden-layer sigmoid's input on the test images (their fig. 1b, c)
 
-They write straight to the Trainer's loggers at `trainer.global_step` (TensorBoard under the run's `tb/`)
-rather than through `self.log`, so that `log_every_n_steps` does not thin out measurements that are already
-taken only every k steps. None of them changes what training computes: a run with them is bitwise the
-run without them (parameters and buffers, tests/test_probes.py).
+Their scalars go into the run record, probes.json beside metrics.json (what the report reads, whatever the
+loggers), and straight to the Trainer's loggers at `trainer.global_step` rather than through `self.log`, so that
+`log_every_n_steps` does not thin out measurements that are already taken only every k steps; histograms and
+images go to a TensorBoard logger only. None of them changes what training computes: a run with them is bitwise
+the run without them (parameters and buffers, tests/test_probes.py).
+
+A new probe: a callback here that logs through `log_scalars`, a preset in conf/probes/, and its report section,
+cnnstudy/report/probe_sections/<name>.py (that package's docstring says what it defines).
 """
 
 import contextlib
@@ -22,10 +26,16 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchvision.utils import make_grid
 
+from cnnstudy.callbacks import RunRecorder
 from cnnstudy.checks import is_number
+from cnnstudy.rng import rng_kept, rng_state, set_rng_state
 
 
 def log_scalars(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """A probe's scalars at the current step: into the run record (probes.json, what the report reads) and to every
+    logger (curves to look at)."""
+    if recorder := RunRecorder.of(trainer):
+        recorder.record.add_probes(trainer.global_step, metrics)
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=trainer.global_step)
 
@@ -41,19 +51,6 @@ def tensorboard(trainer: L.Trainer):
 def global_norm(tensors) -> torch.Tensor:
     """The L2 norm of all `tensors` taken as one vector."""
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
-
-
-def rng_state() -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def check_interval(name: str, value: int) -> int:
@@ -191,32 +188,31 @@ class LandscapeProbe(L.Callback):
         g = [p.grad.detach().clone() for p in params]  # also the saved gradients
         theta = [p.detach().clone() for p in params]
         buffers = [b.detach().clone() for b in pl_module.buffers()]
-        rng_before = rng_state()
         g_norm = global_norm(g).item()
         losses, changes, betas = [], [], []
-        try:
-            for eta in etas:
+        with rng_kept():  # the global RNG as it was: the training step draws on from there
+            try:
+                for eta in etas:
+                    with torch.no_grad():
+                        for p, p0, gi in zip(params, theta, g, strict=True):
+                            p.copy_(p0 - eta * gi)
+                    set_rng_state(rng)
+                    with torch.enable_grad():  # optimizer.step may run its closure without grad
+                        loss = self.loss_fn(pl_module(images), labels)
+                        grads = torch.autograd.grad(loss, params, allow_unused=True)
+                    change = global_norm(
+                        [-gi if gn is None else gn.detach() - gi for gn, gi in zip(grads, g, strict=True)]
+                    ).item()
+                    losses.append(loss.item())
+                    changes.append(change)
+                    betas.append(change / (eta * g_norm) if g_norm > 0 else float("nan"))
+            finally:
                 with torch.no_grad():
                     for p, p0, gi in zip(params, theta, g, strict=True):
-                        p.copy_(p0 - eta * gi)
-                set_rng_state(rng)
-                with torch.enable_grad():  # optimizer.step may run its closure without grad
-                    loss = self.loss_fn(pl_module(images), labels)
-                    grads = torch.autograd.grad(loss, params, allow_unused=True)
-                change = global_norm(
-                    [-gi if gn is None else gn.detach() - gi for gn, gi in zip(grads, g, strict=True)]
-                ).item()
-                losses.append(loss.item())
-                changes.append(change)
-                betas.append(change / (eta * g_norm) if g_norm > 0 else float("nan"))
-        finally:
-            with torch.no_grad():
-                for p, p0, gi in zip(params, theta, g, strict=True):
-                    p.copy_(p0)
-                    p.grad.copy_(gi)
-                for b, b0 in zip(pl_module.buffers(), buffers, strict=True):
-                    b.copy_(b0)
-            set_rng_state(rng_before)
+                        p.copy_(p0)
+                        p.grad.copy_(gi)
+                    for b, b0 in zip(pl_module.buffers(), buffers, strict=True):
+                        b.copy_(b0)
         return {
             "landscape/loss_min": min(losses),
             "landscape/loss_max": max(losses),

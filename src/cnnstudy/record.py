@@ -10,6 +10,9 @@ With module.eval_also_in_train_mode=true also val_loss_train_mode / val_acc_trai
 test_loss_train_mode / test_acc_train_mode: the same splits measured with the model in train mode
 (cnnstudy.callbacks.TRAIN_MODE_EPOCH_KEYS, TRAIN_MODE_TEST_KEYS).
 
+Beside it, probes.json: the probes' scalars (cnnstudy.probes), tag -> {step: value}, whatever the run's loggers;
+written with metrics.json, only by a run with probes.
+
 Status transitions: a run is `running` from its first epoch on and ends `completed`, `diverged` (its
 training loss became NaN/inf), `failed` (it raised, or its files could not be written) or `interrupted`
 (SIGTERM/SIGINT/SIGHUP: stopped at a safe point, resumable). A resumed run goes back to `running`. A `running`
@@ -34,6 +37,7 @@ from cnnstudy.errors import StorageError
 log = logging.getLogger("cnnstudy")
 
 METRICS_FILE = "metrics.json"
+PROBES_FILE = "probes.json"
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
 # Not what a run computes: a resumed run may change them (the probes are tested to leave the trajectory unchanged).
 RUNTIME_KEYS = (
@@ -149,9 +153,18 @@ def read_record(run_dir: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def read_probes_file(run_dir: Path) -> dict[str, dict[int, float]]:
+    """The dir's probes.json, tag -> {step: value}; {} if there is none."""
+    path = Path(run_dir) / PROBES_FILE
+    if not path.exists():
+        return {}
+    stored = json.loads(path.read_text())
+    return {tag: {int(step): value for step, value in steps.items()} for tag, steps in stored.items()}
+
+
 def stale(run_dir: Path, record: dict) -> bool:
     """Whether a `running` record's process is gone (killed without a signal it could catch, or its machine
-    lost): nobody holds the run dir's lock (cnnstudy.train.run_dir_lock), which the kernel releases when the
+    lost): nobody holds the run dir's lock (cnnstudy.run.Run.lock), which the kernel releases when the
     process ends, however it ends. False where that cannot be told (a file system without locks)."""
     if record.get("status") != "running":
         return False
@@ -182,13 +195,14 @@ def stale_note(run_dir: Path, record: dict) -> str:
 
 class RunRecord:
     """One run's metrics.json: the header (what ran, and `owner`: the host and pid of the process that trains it),
-    the epochs so far and the seconds trained."""
+    the epochs so far and the seconds trained; and its probes.json, the probes' scalars so far."""
 
     def __init__(self, run_dir: Path, header: dict, writes: bool = True):
         self.path = Path(run_dir) / METRICS_FILE
         self.header = {**header, "owner": {"host": socket.gethostname(), "pid": os.getpid()}}
         self.epochs: list[dict] = []
         self.seconds = 0.0
+        self.probes: dict[str, dict[int, float]] = {}  # tag -> {step: value}
         self.writes = writes  # False on every process but global rank 0 under DDP
 
     @property
@@ -205,6 +219,8 @@ class RunRecord:
             self.header["provenance"]["ended"] = utc_now()
         record = self.as_dict(status, **fields)
         if self.writes:
+            if self.probes:  # first: a metrics.json is never ahead of its probes.json
+                write_json_atomic(self.path.with_name(PROBES_FILE), self.probes)
             write_json_atomic(self.path, record)
         return record
 
@@ -213,15 +229,24 @@ class RunRecord:
         self.seconds += seconds
         self.write("running")
 
-    def continue_from(self, previous: dict) -> None:
-        """Go on from a metrics.json this run wrote before (resumed, or recorded failed)."""
-        self.load_state_dict({"epochs": previous.get("epochs") or [], "seconds": previous.get("seconds") or 0.0})
+    def add_probes(self, step: int, scalars: dict[str, float]) -> None:
+        """A probe's scalars at training step `step`; written with the next epoch (or the run's end)."""
+        for tag, value in scalars.items():
+            self.probes.setdefault(tag, {})[step] = value
+
+    def continue_from(self, previous: dict, probes: dict | None = None) -> None:
+        """Go on from a metrics.json (and probes.json) this run wrote before (resumed, or recorded failed)."""
+        self.load_state_dict(
+            {"epochs": previous.get("epochs") or [], "seconds": previous.get("seconds") or 0.0, "probes": probes or {}}
+        )
 
     def state_dict(self) -> dict:
-        return {"epochs": self.epochs, "seconds": self.seconds}
+        return {"epochs": self.epochs, "seconds": self.seconds, "probes": self.probes}
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs, self.seconds = list(state["epochs"]), state["seconds"]
+        # a checkpoint from before probes.json holds none: the file's are kept
+        self.probes = {tag: dict(steps) for tag, steps in state.get("probes", self.probes).items()}
 
 
 def record_failure(run_dir: Path, header: dict, error: str) -> None:

@@ -37,7 +37,7 @@ from cnnstudy.errors import UserError
 from cnnstudy.report.compare import LrSeries, lr_series
 from cnnstudy.report.edge import RESAMPLES, edge_ratio, lr_text
 from cnnstudy.report.groups import Group, override_key
-from cnnstudy.report.stats import landscape_summary
+from cnnstudy.report.probe_sections.landscape import landscape_of, landscape_summary
 
 CLAIMS_DIR = CONF_DIR / "claims"
 TESTS = ("difference", "equivalence", "value", "trend", "best_lr", "edge_ratio")
@@ -183,7 +183,8 @@ def metric_values(group: Group, metric: str) -> list[float]:
     probe's per-job average (`landscape:β-smoothness`)."""
     if metric.startswith("landscape:"):
         name = metric.split(":", 1)[1]
-        return [s[name] for j in group.completed if j.landscape and name in (s := landscape_summary(j.landscape))]
+        per_job = [landscape_summary(landscape_of(j)) for j in group.completed if landscape_of(j)]
+        return [s[name] for s in per_job if name in s]
     if metric in group.stats:
         return group.stats[metric].values if group.stats[metric] else []
     return [float(j.metrics[metric]) for j in group.completed if isinstance(j.metrics.get(metric), int | float)]

@@ -11,10 +11,11 @@ A job "still trains" at a learning rate if it completed and its last-epoch val_a
 Diverged jobs count as not training; failed and running jobs are left out of that fraction (their
 outcome says nothing about the learning rate yet).
 
-Jobs run with `probes=bn` also get landscape.png and a table of the LandscapeProbe's numbers (read from
-their TensorBoard events): loss variation, gradient predictiveness and effective beta-smoothness along
-the gradient, per group, as in Santurkar et al. 2018. Jobs run with LayerStats (`probes=bn` or
-`probes=layer_stats`) get layer_stats.png and a table of each layer's gradient norm and output std.
+Jobs run with probes get each probe's section (cnnstudy.report.probe_sections, from each job's probes.json):
+with `probes=bn` landscape.png and a table of the LandscapeProbe's numbers (loss variation, gradient
+predictiveness and effective beta-smoothness along the gradient, per group, as in Santurkar et al. 2018); with
+LayerStats (`probes=bn` or `probes=layer_stats`) layer_stats.png and a table of each layer's gradient norm and
+output std; with `probes=ioffe` step_curves.png and step_curves.md (Ioffe & Szegedy's figure 1).
 
 `--archive DEST` first copies the sweep's records (metrics.json, overrides, multirun.yaml; no checkpoints or
 events) to DEST/<sweep name>/, then reports on DEST: the slices of a study run in separate sittings, and the
@@ -36,16 +37,13 @@ from cnnstudy.report.markdown import REPORT_FILE, Report, write_markdown
 from cnnstudy.report.plots import (
     plot_curves,
     plot_edge_vs_budget,
-    plot_landscape,
-    plot_layer_stats,
     plot_stability,
     plot_test_acc_by_arm,
     plot_test_acc_vs_lr,
     plot_verdicts,
 )
+from cnnstudy.report.probe_sections import probe_sections
 from cnnstudy.report.records import MULTIRUN, archive, find_jobs, latest_sweep, sweep_commands
-from cnnstudy.report.stats import landscape_stats, layer_stats
-from cnnstudy.report.step_curves import write_step_curves
 
 
 def report(sweep_dir: Path, trains_above: float | None = None, claims: Path | None = None) -> Report:
@@ -75,8 +73,6 @@ def report(sweep_dir: Path, trains_above: float | None = None, claims: Path | No
         comparisons=comparisons(groups),
         series_comparisons=comparisons(series, SeriesComparison),
         one_factor=one_factor(groups),
-        landscape=landscape_stats(groups),
-        layers=layer_stats(groups),
         plots=[],
         claims=claim_set,
         verdicts=evaluate(claim_set, groups, common, trains_above) if claim_set else [],
@@ -95,11 +91,8 @@ def report(sweep_dir: Path, trains_above: float | None = None, claims: Path | No
     if levels := arm_levels(result.one_factor):
         plot_test_acc_by_arm(levels, sweep_dir / "test_acc_by_arm.png")
         result.plots.append("test_acc_by_arm.png")
-    if plot_landscape(groups, sweep_dir / "landscape.png"):
-        result.plots.append("landscape.png")
-    if plot_layer_stats(result.layers, groups, sweep_dir / "layer_stats.png"):
-        result.plots.append("layer_stats.png")
-    result.plots += write_step_curves(groups, sweep_dir)  # probes=ioffe: Ioffe & Szegedy's figure 1
+    result.probe_sections = probe_sections(groups, result.comparisons, sweep_dir)
+    result.plots += [plot for section in result.probe_sections for plot in section.plots]
     write_dashboard(sweep_dir, groups, common)
     result.report = write_markdown(sweep_dir, result)
     return result

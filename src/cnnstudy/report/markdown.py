@@ -14,9 +14,8 @@ from cnnstudy.report.compare import (
 )
 from cnnstudy.report.edge import edge_text, fine_pass, ratio_text
 from cnnstudy.report.groups import COLUMNS, Group, provenance_warnings, shown, sort_key
-from cnnstudy.report.probe_sections import landscape_section, layers_section
+from cnnstudy.report.probe_sections import Section
 from cnnstudy.report.records import Job
-from cnnstudy.report.stats import LandscapeRow, LayerRow
 
 REPORT_FILE = "report.md"
 
@@ -35,13 +34,12 @@ class Report:
     comparisons: list[GroupComparison]
     series_comparisons: list[SeriesComparison]
     one_factor: list[FactorComparison]
-    landscape: list[LandscapeRow]
-    layers: list[LayerRow]
     plots: list[str]
     claims: ClaimSet | None = None
     verdicts: list[Verdict] = field(default_factory=list)  # one per claim of `claims`
     trains_above: float = 0.9  # the "still trains" threshold
     report: str = ""  # the path of report.md
+    probe_sections: list[Section] = field(default_factory=list)  # the probes' (cnnstudy.report.probe_sections)
 
     @property
     def bn_ratios(self) -> list[SeriesComparison]:
@@ -194,7 +192,7 @@ def write_markdown(sweep_dir: Path, r: Report) -> str:
     lines = header_section(r) + verdicts_section(r) + groups_section(r) + comparisons_section(r) + one_factor_section(r)
     lines += not_finished_section(r)
     lines += lr_section(r, threshold)
-    lines += landscape_section(r.landscape, r.comparisons) + layers_section(r.layers, r.comparisons)
+    lines += [line for section in r.probe_sections for line in section.lines]
     if r.plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in r.plots]
     (sweep_dir / REPORT_FILE).write_text("\n".join(lines) + "\n")

@@ -1,5 +1,5 @@
-"""The report's PNG plots: curves per epoch, test accuracy and stability per lr, the optimisation landscape,
-the per-layer norms.
+"""The report's PNG plots: curves per epoch, test accuracy and stability per lr (the probes' plots are their sections',
+cnnstudy.report.probe_sections).
 
 Drawn around a study's settings (the `key=value` overrides that tell its groups apart): a study that crosses two
 settings gets one panel per level of the one with fewer levels (e.g. per norm) and a line per level of the other.
@@ -15,7 +15,6 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from itertools import cycle
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from cnnstudy.report.compare import ArmLevels, LrSeries
 from cnnstudy.report.groups import Group
-from cnnstudy.report.stats import LayerRow, Summary
+from cnnstudy.report.stats import Summary
 
 MAX_LINES = 8
 # Okabe & Ito's colour-blind-safe palette, yellow last (it is faint on white)
@@ -407,100 +406,6 @@ def plot_stability(series: list[LrSeries], threshold: float, path: Path) -> Figu
         f"still trains = completed with last val acc ≥ {threshold * 100:g}%; diverged = does not", fontsize="medium"
     )
     legend_outside(fig, [Line2D([], [], **style) for style in entries], title)
-    fig.savefig(path, dpi=100)
-    return fig
-
-
-def common_steps(runs: list[dict], tags) -> list[int]:
-    """The training steps at which every run has every tag."""
-    return sorted(set.intersection(*(set(r.get(t, {})) for r in runs for t in tags)))
-
-
-def plot_landscape(groups: list[Group], path: Path) -> Figure | None:
-    """Santurkar et al.'s three views over training steps, per group: the band spans the probed step sizes
-    (min to max of the loss / gradient change, each averaged over seeds, its edges in the group's line style);
-    beta-smoothness is the seeds' mean."""
-    probed = [(g.label, [j.landscape for j in g.completed if j.landscape]) for g in groups]
-    probed = [(name, runs) for name, runs in probed if runs]
-    if not probed:
-        return None
-    fig = Figure(figsize=(18, 5), layout="constrained")
-    axes = fig.subplots(1, 3)
-    styles, title = line_styles([name for name, _ in probed])
-    views = (
-        ("landscape/loss_min", "landscape/loss_max", "loss along the gradient", "loss variation"),
-        ("landscape/grad_change_min", "landscape/grad_change_max", "‖∇L(θ−ηg) − g‖", "gradient predictiveness"),
-    )
-    for name, runs in probed:
-        color, linestyle = styles[name]["color"], styles[name]["linestyle"]
-        for ax, (low, high, ylabel, view) in zip(axes, views, strict=False):
-            xs = common_steps(runs, (low, high))
-            lo = [statistics.fmean(r[low][x] for r in runs) for x in xs]
-            hi = [statistics.fmean(r[high][x] for r in runs) for x in xs]
-            ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
-            for edge in (lo, hi):
-                ax.plot(xs, edge, color=color, linestyle=linestyle, linewidth=1)
-            ax.set(xlabel="training step", ylabel=ylabel, title=view, yscale="log")
-        beta = "landscape/beta_smoothness"
-        xs = common_steps(runs, (beta,))
-        axes[2].plot(xs, [statistics.fmean(r[beta][x] for r in runs) for x in xs], color=color, linestyle=linestyle)
-        axes[2].set(xlabel="training step", ylabel="max ‖Δ∇L‖ / ‖ηg‖", title="effective β-smoothness", yscale="log")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        plain_log_labels(ax)
-    handles = [Line2D([], [], **{**style, "marker": None}) for style in styles.values()]
-    legend_outside(fig, handles, title)
-    fig.suptitle("along the gradient at the probed step sizes η; band = min–max over η, mean over seeds")
-    fig.savefig(path, dpi=100)
-    return fig
-
-
-def plot_layer_stats(rows: list[LayerRow], groups: list[Group], path: Path) -> Figure | None:
-    """LayerStats' gradient norm and output std over the probed steps: a row of panels per group, a line per
-    layer (the median over the group's completed and diverged jobs at each step any of them probed), coloured
-    from the first layer (dark) to the last (light)."""
-    labels = list(dict.fromkeys(x.label for x in rows))
-    if not labels:
-        return None
-    by_label = {g.label: g for g in groups}
-    layers = list(dict.fromkeys(x.layer for x in rows))
-    viridis = colormaps["viridis"]
-    colors = [viridis(f) for f in np.linspace(0, 0.85, len(layers))]
-    fig = Figure(figsize=(14, 3.2 * len(labels)), layout="constrained")
-    axes = fig.subplots(len(labels), 2, squeeze=False, sharex=True, sharey="col")
-    any_zero = False
-    for (grad_ax, act_ax), name in zip(axes, labels, strict=True):
-        jobs = [j.layer_stats for j in by_label[name].jobs if j.status in ("completed", "diverged") and j.layer_stats]
-        for ax, prefix, ylabel in ((grad_ax, "grad_norm/", "‖∇W‖"), (act_ax, "act_std/", "std of the output")):
-            for layer, color, marker in zip(layers, colors, cycle(MARKERS), strict=False):
-                per_step = defaultdict(list)
-                for stats in jobs:
-                    for step, value in stats.get(prefix + layer, {}).items():
-                        per_step[step].append(value)
-                xs = sorted(per_step)
-                medians = [statistics.median(per_step[x]) for x in xs]
-                # a dead net's gradients are exactly 0, which a log axis cannot show: a gap, and a mark at its foot
-                zeros = [x for x, m in zip(xs, medians, strict=True) if m == 0]
-                any_zero = any_zero or bool(zeros)
-                ax.plot(zeros, [0.03] * len(zeros), "|", color=color, transform=ax.get_xaxis_transform())
-                ax.plot(
-                    xs,
-                    [m if m > 0 else float("nan") for m in medians],
-                    color=color,
-                    marker=marker,
-                    markersize=3,
-                    markevery=max(1, len(xs) // 10),
-                    label=layer,
-                )
-            ax.set(yscale="log", ylabel=ylabel, title=f"{name} (n = {len(jobs)})")
-            ax.grid(alpha=0.3)
-            plain_log_labels(ax)
-    for ax in axes[-1]:
-        ax.set_xlabel("training step")
-    handles = [line for line in axes[0][0].get_lines() if line.get_label() in layers]
-    zero = Line2D([], [], color="#888888", marker="|", markersize=10, linestyle="", label="exactly 0 (off log axis)")
-    legend_outside(fig, handles, "layer (input to output)", zero if any_zero else None)
-    fig.suptitle("per layer, median over jobs (LayerStats)")
     fig.savefig(path, dpi=100)
     return fig
 

@@ -1,4 +1,4 @@
-"""Reading a sweep: each job's record (metrics.json, Hydra's overrides, the probes' TensorBoard scalars), the
+"""Reading a sweep: each job's record (metrics.json, Hydra's overrides, the probes' scalars: probes.json), the
 sweep commands, and copying the records that a report needs (`archive`), without the machine's paths."""
 
 import json
@@ -11,17 +11,22 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cnnstudy.record import METRICS_FILE, read_record, stale_note, status_of, write_json_atomic
+from cnnstudy.record import (
+    METRICS_FILE,
+    PROBES_FILE,
+    read_probes_file,
+    read_record,
+    stale_note,
+    status_of,
+    write_json_atomic,
+)
 
 MULTIRUN = Path("multirun")
-# What a sweep's results are, without checkpoints or events: what `archive` keeps.
+# What a sweep's results are, without checkpoints or events: what `archive` keeps (and each job's probes.json).
 RECORDS = (f"**/{METRICS_FILE}", "**/.hydra/overrides.yaml", "**/multirun.yaml")
-PROBES_FILE = "probes.json"  # the probes' scalars of an archived job, instead of its event files
-# The scalars of cnnstudy.probes the report reads: LandscapeProbe's, LayerStats' per-layer norms, and
-# TestCurve's and SigmoidInputs' (Ioffe & Szegedy's figure 1).
-LANDSCAPE, GRAD_NORM, ACT_STD = "landscape/", "grad_norm/", "act_std/"
-TEST_CURVE, SIGMOID_INPUT = "test_curve/", "sigmoid_input/"
-PROBE_TAGS = (LANDSCAPE, GRAD_NORM, ACT_STD, TEST_CURVE, SIGMOID_INPUT)
+# A job run before probes.json existed has its probes' scalars only in its TensorBoard events: these, the ones the
+# report read from there.
+EVENT_PROBE_TAGS = ("landscape/", "grad_norm/", "act_std/", "test_curve/", "sigmoid_input/")
 
 
 @dataclass
@@ -45,14 +50,6 @@ class Job:
     @property
     def completed(self) -> bool:
         return self.status == "completed"
-
-    @property
-    def landscape(self) -> dict[str, dict[int, float]]:
-        return {tag: steps for tag, steps in self.probes.items() if tag.startswith(LANDSCAPE)}
-
-    @property
-    def layer_stats(self) -> dict[str, dict[int, float]]:
-        return {tag: steps for tag, steps in self.probes.items() if tag.startswith((GRAD_NORM, ACT_STD))}
 
 
 def read_job(job_dir: Path, sweep_dir: Path) -> Job:
@@ -85,17 +82,16 @@ def read_job(job_dir: Path, sweep_dir: Path) -> Job:
 
 
 def read_probes(job_dir: Path) -> dict[str, dict[int, float]]:
-    """The probes' scalars: tag -> {step: value}; {} without probes. From the job's TensorBoard events, or in
-    an archive from PROBES_FILE, where `archive` keeps them instead of the events."""
-    if (compact := job_dir / PROBES_FILE).exists():
-        stored = json.loads(compact.read_text())
-        return {tag: {int(step): value for step, value in steps.items()} for tag, steps in stored.items()}
+    """The probes' scalars: tag -> {step: value}; {} without probes. From the job's probes.json; for a job run before
+    runs wrote it, from its TensorBoard events under tb/."""
+    if probes := read_probes_file(job_dir):
+        return probes
     series = defaultdict(dict)
     for run_dir in sorted({p.parent for p in (job_dir / "tb").rglob("events.out.tfevents.*")}):
         events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 1, "images": 1})
         events.Reload()
         for tag in events.Tags()["scalars"]:
-            if tag.startswith(PROBE_TAGS):
+            if tag.startswith(EVENT_PROBE_TAGS):
                 series[tag].update((e.step, e.value) for e in events.Scalars(tag))
     return dict(series)
 

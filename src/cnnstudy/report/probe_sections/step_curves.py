@@ -2,7 +2,7 @@
 2015's figure 1 redrawn from a sweep, as step_curves.png (a: test accuracy against steps; b, c, ...: the 15th,
 50th and 85th percentiles of one last-hidden-layer sigmoid's input, a panel per group) and step_curves.md (the
 same numbers at the paper's x ticks, mean ± std over each group's completed seeds). A sweep without these probes
-gets neither file."""
+gets neither file; report.md lists the PNG."""
 
 import statistics
 from pathlib import Path
@@ -13,9 +13,10 @@ from matplotlib.figure import Figure
 from cnnstudy.report.cells import fmt, md_table
 from cnnstudy.report.groups import Group
 from cnnstudy.report.plots import legend_outside
-from cnnstudy.report.records import SIGMOID_INPUT, TEST_CURVE
+from cnnstudy.report.probe_sections import Section
 from cnnstudy.report.stats import summarise
 
+TEST_CURVE, SIGMOID_INPUT = "test_curve/", "sigmoid_input/"
 ACCURACY = TEST_CURVE + "acc"
 # The x ticks of the paper's figure 1(a): accuracies are tabled there
 TABLE_STEPS = (10_000, 20_000, 30_000, 40_000, 50_000)
@@ -121,3 +122,8 @@ def write_step_curves(groups: list[Group], sweep_dir: Path) -> list[str]:
         return []
     (sweep_dir / TABLE).write_text("\n".join(step_table(groups)) + "\n")
     return [PNG]
+
+
+def section(groups: list[Group], comparisons: list, sweep_dir: Path) -> Section | None:
+    plots = write_step_curves(groups, sweep_dir)
+    return Section([], plots) if plots else None
