@@ -241,7 +241,10 @@ class _NoisyBatchNorm:
         shape = (1, -1) + (1,) * (y.dim() - 2)
         if self.noise_kind == "activation":
             mean, std = self.noise_distribution(y)
-            return y + mean.view(shape) + std.view(shape) * torch.randn_like(y)
+            # drawn in the default layout: i.i.d. draws need no other, and filling a channels_last tensor with
+            # normal samples is about 7x slower on a CPU
+            noise = torch.randn(y.shape, device=y.device, dtype=y.dtype)
+            return torch.addcmul(y + mean.view(shape), std.view(shape), noise)
         like = {"device": y.device, "dtype": y.dtype}
         shift = torch.randn(self.num_features, **like) * self.noise_mean_std
         scale = torch.exp(torch.randn(self.num_features, **like) * self.noise_scale_std)
