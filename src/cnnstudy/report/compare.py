@@ -25,8 +25,7 @@ from cnnstudy.report.stats import Summary, Welch, summarise, welch
 # The keys that only configure normalisation: which kind, where it sits, whether the FC head has it too, and
 # the settings of the other kinds (gn's groups, noisy_bn's noise), which do nothing under bn or none.
 NORM_KEYS = ("model.norm", "model.head_norm", "model.norm_placement", "model.norm_groups")
-NORM_KEYS += ("model.noise_kind", "model.noise_mean_std", "model.noise_scale_std")
-NORM_KEYS += ("model.noise_mean_max", "model.noise_std_max")
+NORM_KEYS += ("model.noise_mean_std", "model.noise_scale_std")
 # BatchNorm: torch's and the from-scratch one. GroupNorm, LayerNorm and noisy BN are other questions.
 BN_NORMS = ("bn", "bn_scratch")
 
