@@ -27,6 +27,7 @@ JOBS = {
     "bn_lr_cifar": 42,
     "bn_lr_cifar_layers": 12,
     "noisy_bn": 9,
+    "noisy_bn_paper": 15,
     "norm_batch_size": 60,
     "init_sensitivity": 30,
     "ioffe_mnist": 6,

@@ -19,13 +19,15 @@ CONV_NORM = {"gn": nn.GroupNorm, "ln": nn.GroupNorm, "noisy_bn": NoisyBatchNorm2
 HEAD_NORM = {"gn": nn.LayerNorm, "ln": nn.LayerNorm, "noisy_bn": nn.BatchNorm1d}  # noisy 1d is a BatchNorm1d
 
 
-@pytest.mark.parametrize("norm", list(CIFAR_CNN))
+@pytest.mark.parametrize("norm", [*CIFAR_CNN, "noisy_bn model.noise_kind=activation"])
 def test_parameter_counts_per_norm(cfg_for, norm):
+    norm, *options = norm.split()
     assert (
-        count_parameters(build_model(cfg_for("model=cifar_cnn", "data=cifar10", f"model.norm={norm}")))
+        count_parameters(build_model(cfg_for("model=cifar_cnn", "data=cifar10", f"model.norm={norm}", *options)))
         == (CIFAR_CNN[norm])
     )
-    assert count_parameters(build_model(cfg_for("model=bn", "data=mnist", f"model.norm={norm}"))) == BN_MODEL[norm]
+    mnist_bn = build_model(cfg_for("model=bn", "data=mnist", f"model.norm={norm}", *options))
+    assert count_parameters(mnist_bn) == BN_MODEL[norm]
 
 
 @pytest.mark.parametrize("norm", list(CONV_NORM))
@@ -128,9 +130,52 @@ def test_noisy_bn_adds_no_noise_in_eval():
     assert torch.equal(first, plain(x))
 
 
-def test_noisy_bn_model_is_random_in_training_and_the_bn_model_in_eval(cfg_for):
+def test_activation_noise_is_iid_per_activation_from_a_distribution_drawn_anew_per_channel_and_step():
+    noisy, plain = trained_pair()
+    noisy.noise_kind = "activation"
+    x = torch.randn(64, 16, 16, 16) * 3 + 2  # 16,384 activations per channel
+    clean = plain(x)
+    drawn = []
+    for step in range(2):
+        torch.manual_seed(step)
+        noise = noisy(x) - clean
+        torch.manual_seed(step)  # the forward's first draws are this step's distribution
+        mean, std = noisy.noise_distribution(clean)
+        drawn.append(mean)
+        assert (mean.abs() <= 0.5).all() and (std <= 1.25).all() and (std > 0).all()
+        # Over the batch and the positions each channel's noise has the drawn mean and std: 5 standard errors
+        # of the sample mean, and 5 % of the std (its relative standard error here is 0.6 %).
+        torch.testing.assert_close(noise.mean(dim=(0, 2, 3)), mean, atol=5 * std.max().item() / 128, rtol=0)
+        torch.testing.assert_close(noise.std(dim=(0, 2, 3)), std, atol=0, rtol=0.05)
+        # i.i.d. per activation: within a channel the noise is not one value (as the channel kind's shift is),
+        # and neighbouring positions and samples are uncorrelated
+        centred = (noise - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+        assert (centred[:, :, :, 1:] * centred[:, :, :, :-1]).mean().abs() < 0.02
+        assert (centred[1:] * centred[:-1]).mean().abs() < 0.02
+    # a new distribution every step, and a different one per channel (non-zero mean, non-unit variance)
+    assert (drawn[0] - drawn[1]).abs().min() > 1e-4
+    assert drawn[0].std() > 0.1 and len(set(drawn[0].tolist())) == 16
+
+
+def test_activation_noise_is_off_in_eval():
+    noisy, plain = trained_pair()
+    noisy.noise_kind = "activation"
+    noisy.eval(), plain.eval()
+    x = torch.randn(8, 16, 5, 5) * 3 + 2
+    assert torch.equal(noisy(x), plain(x))
+
+
+def test_unknown_noise_kind_names_the_choices(cfg_for):
+    with pytest.raises(Exception) as error:
+        build_model(cfg_for("model=cifar_cnn", "model.norm=noisy_bn", "model.noise_kind=sample"))
+    assert "model.noise_kind='sample' is unknown: use one of channel, activation" in str(find_user_error(error.value))
+
+
+@pytest.mark.parametrize("kind", ["channel", "activation"])
+def test_noisy_bn_model_is_random_in_training_and_the_bn_model_in_eval(cfg_for, kind):
     torch.manual_seed(0)
-    noisy = build_model(cfg_for("model=cifar_cnn", "data=cifar10", "model.norm=noisy_bn"))
+    noisy = build_model(cfg_for("model=cifar_cnn", "data=cifar10", "model.norm=noisy_bn", f"model.noise_kind={kind}"))
+    assert {m.noise_kind for m in noisy.modules() if isinstance(m, NoisyBatchNorm2d)} == {kind}
     plain = build_model(cfg_for("model=cifar_cnn", "data=cifar10", "model.norm=bn"))
     x = torch.randn(6, 3, 32, 32)
     assert not torch.allclose(noisy.train()(x), noisy.train()(x))

@@ -1,5 +1,6 @@
 """Lightning callbacks of cnnstudy."""
 
+import itertools
 import logging
 import os
 import signal
@@ -10,7 +11,9 @@ import time
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from torch.optim.swa_utils import update_bn
 
+from cnnstudy import checks
 from cnnstudy.checkpoints import CONFIG_KEY
 from cnnstudy.errors import Interrupted
 from cnnstudy.launchers import SIGNALS_FORWARDED_ENV, STOP_SIGNALS
@@ -118,6 +121,37 @@ class StopOnSignal(L.Callback):
 
     def on_test_batch_end(self, *args) -> None:
         self.check()
+
+
+class RecalibrateBN(L.Callback):
+    """Before every validation and test, re-estimates each BatchNorm's running statistics on `batches`
+    training batches: torch.optim.swa_utils.update_bn (model in train mode, no gradient, momentum=None), so
+    they become the plain average of those batches' statistics under the current weights.
+
+    Why: evaluation normalises by the running statistics, an exponential average (momentum 0.1) over the last
+    ~10 training batches, taken while the weights still moved. At batch 2 that is about 20 images' worth, so
+    a small-batch BN is judged partly by how noisy that estimate is; re-estimating on many batches is the
+    usual control. The batches are the first `batches` of the training order of epoch 0 (the same ones each
+    time), augmented as in training. The global RNG is restored afterwards, so training goes on exactly as
+    without this callback: only the evaluations (and hence the best checkpoint) differ. torch's BatchNorm
+    classes only (model.norm bn, noisy_bn): update_bn does not see model.norm=bn_scratch's.
+    """
+
+    def __init__(self, batches: int):
+        self.batches = checks.whole("callbacks.bn_recalibrate.batches", batches)
+
+    def recalibrate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        with torch.random.fork_rng():  # a DataLoader's iterator draws its seed from the global RNG too
+            loader = itertools.islice(datamodule.train_dataloader(), self.batches)
+            images = (datamodule.normalize(x.to(pl_module.device), augment=True) for x, _ in loader)
+            update_bn(images, pl_module)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.recalibrate(trainer, pl_module)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self.recalibrate(trainer, pl_module)
 
 
 def progress_bar(refresh_rate: int) -> ProgressBar:

@@ -11,7 +11,7 @@ Per channel, over its m values (N for 1d, N*L or N*H*W otherwise):
     y = gamma * xhat + beta
 
 The gradient is derived in `_BatchNormFunction`. `model.norm=noisy_bn` selects NoisyBatchNorm1d / 2d (torch's
-BatchNorm followed by random, time-varying noise in training), at the end of this file.
+BatchNorm followed by random noise whose distribution changes every training step), at the end of this file.
 """
 
 import torch
@@ -180,41 +180,82 @@ class BatchNorm2d(_BatchNorm):
     input_dims = (4,)
 
 
+NOISE_KINDS = ("channel", "activation")
+
+
 class _NoisyBatchNorm:
-    """BatchNorm, then, in training only, a random scale and shift per channel drawn anew at every step.
+    """BatchNorm, then, in training only, random noise whose distribution is drawn anew at every step.
 
     Santurkar et al. 2018 ("How does batch normalization help optimization?", section 2.1) perturb BN's
-    output with noise of non-zero mean and non-unit variance whose distribution changes at every training
-    step, so that the next layer's input distribution keeps moving: more internal covariate shift than with
-    no BN at all. Here, at every training forward pass, each channel c draws
+    output so that the next layer's input distribution keeps moving, more internal covariate shift than with
+    no BN at all: "each activation for each sample in the batch" gets i.i.d. noise "sampled from a non-zero
+    mean and non-unit variance distribution" that "changes at each time step". Two kinds (`noise_kind`):
 
-        shift_c ~ N(0, noise_mean_std^2),   scale_c = exp(z_c),  z_c ~ N(0, noise_scale_std^2)
+    activation (the paper's): at every training step, each channel c draws its noise distribution,
 
-    and y = scale_c * BN(x) + shift_c. Channel c's output then has mean scale_c * beta_c + shift_c and std
-    scale_c * gamma_c instead of BN's beta_c and gamma_c: a new, non-zero mean and non-unit variance every
-    step. The scale is log-normal so it stays positive (a sign flip would be a different function, not a
-    shift of the distribution). The paper draws its noise i.i.d. per activation; here one draw serves a
-    whole channel in a step (every sample and position), so the perturbation is a pure shift of the
-    distribution the next layer sees, not extra per-sample noise. Noise comes from torch's global RNG
-    (seeded per run, saved in checkpoints). Eval adds none: the output is plain BN's.
+        mean_c ~ U(-noise_mean_max, noise_mean_max),   std_c ~ U(0, noise_std_max),
+
+    and every activation i of the channel (every sample, every position) gets its own draw from it:
+    y_i = BN(x)_i + mean_c + std_c * n_i, n_i ~ N(0, 1). The channel's output then has mean beta_c + mean_c
+    and variance gamma_c^2 + std_c^2 instead of BN's beta_c and gamma_c^2.
+
+    channel (cnnstudy's first version): one draw per channel and step serves every sample and position,
+
+        shift_c ~ N(0, noise_mean_std^2),   scale_c = exp(z_c),  z_c ~ N(0, noise_scale_std^2),
+
+    and y = scale_c * BN(x) + shift_c: a pure affine shift of the distribution the next layer sees, the
+    same for the whole batch, no per-activation noise. The scale is log-normal so it stays positive.
+
+    Noise comes from torch's global RNG (seeded per run, saved in checkpoints). Eval adds none: the
+    output is plain BN's.
     """
 
-    def __init__(self, num_features: int, noise_mean_std: float = 0.5, noise_scale_std: float = 0.5, **kwargs):
+    def __init__(
+        self,
+        num_features: int,
+        noise_kind: str = "channel",
+        noise_mean_std: float = 0.5,
+        noise_scale_std: float = 0.5,
+        noise_mean_max: float = 0.5,
+        noise_std_max: float = 1.25,
+        **kwargs,
+    ):
+        if noise_kind not in NOISE_KINDS:
+            raise ValueError(f"noise_kind={noise_kind!r} is unknown: use one of {', '.join(NOISE_KINDS)}")
         super().__init__(num_features, **kwargs)
+        self.noise_kind = noise_kind
         self.noise_mean_std, self.noise_scale_std = noise_mean_std, noise_scale_std
+        self.noise_mean_max, self.noise_std_max = noise_mean_max, noise_std_max
+
+    def noise_distribution(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The activation noise's per-channel (mean, std) for this step: the first draws of its forward."""
+        options = {"device": like.device, "dtype": like.dtype}
+        mean = (torch.rand(self.num_features, **options) * 2 - 1) * self.noise_mean_max
+        std = torch.rand(self.num_features, **options) * self.noise_std_max
+        return mean, std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = super().forward(x)
         if not self.training:
             return y
+        shape = (1, -1) + (1,) * (y.dim() - 2)
+        if self.noise_kind == "activation":
+            mean, std = self.noise_distribution(y)
+            # drawn in the default layout: i.i.d. draws need no other, and filling a channels_last tensor with
+            # normal samples is about 7x slower on a CPU
+            noise = torch.randn(y.shape, device=y.device, dtype=y.dtype)
+            return torch.addcmul(y + mean.view(shape), std.view(shape), noise)
         like = {"device": y.device, "dtype": y.dtype}
         shift = torch.randn(self.num_features, **like) * self.noise_mean_std
         scale = torch.exp(torch.randn(self.num_features, **like) * self.noise_scale_std)
-        shape = (1, -1) + (1,) * (y.dim() - 2)
         return y * scale.view(shape) + shift.view(shape)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, noise_mean_std={self.noise_mean_std}, noise_scale_std={self.noise_scale_std}"
+        if self.noise_kind == "activation":
+            noise = f"noise_mean_max={self.noise_mean_max}, noise_std_max={self.noise_std_max}"
+        else:
+            noise = f"noise_mean_std={self.noise_mean_std}, noise_scale_std={self.noise_scale_std}"
+        return f"{super().extra_repr()}, noise_kind={self.noise_kind}, {noise}"
 
 
 class NoisyBatchNorm1d(_NoisyBatchNorm, nn.BatchNorm1d):

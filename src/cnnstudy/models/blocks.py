@@ -33,8 +33,11 @@ class Norm:
 
     On conv maps (dims=2) and, in the head, on FC features (dims=1):
         bn, bn_scratch  BatchNorm2d / BatchNorm1d (torch's, or the from-scratch one of batchnorm.py)
-        noisy_bn        BatchNorm, then in training a random per-channel scale and shift drawn anew every
-                        step (Santurkar et al. 2018, batchnorm.NoisyBatchNorm2d / 1d)
+        noisy_bn        BatchNorm, then in training random noise whose distribution is drawn anew every step
+                        (Santurkar et al. 2018, batchnorm.NoisyBatchNorm2d / 1d): `noise_kind` activation,
+                        i.i.d. per activation with a per-channel mean in +-noise_mean_max and std in
+                        [0, noise_std_max]; channel, one scale (log-std noise_scale_std) and shift (std
+                        noise_mean_std) per channel for the whole batch
         gn              GroupNorm: `groups` groups of channels, statistics per sample and group; head: LayerNorm
         ln              LayerNorm over (C, H, W) per sample, as GroupNorm(1, C): one gamma/beta per channel,
                         like BN, not per element; head: LayerNorm over the feature vector
@@ -44,8 +47,11 @@ class Norm:
 
     kind: str = "none"
     groups: int = 8
+    noise_kind: str = "channel"
     noise_mean_std: float = 0.5
     noise_scale_std: float = 0.5
+    noise_mean_max: float = 0.5
+    noise_std_max: float = 1.25
 
     def __post_init__(self):
         if self.kind not in NORMS:
@@ -54,6 +60,11 @@ class Norm:
         checks.whole("model.norm_groups", self.groups)
         checks.positive("model.noise_mean_std", self.noise_mean_std, zero_allowed=True)
         checks.positive("model.noise_scale_std", self.noise_scale_std, zero_allowed=True)
+        checks.positive("model.noise_mean_max", self.noise_mean_max, zero_allowed=True)
+        checks.positive("model.noise_std_max", self.noise_std_max, zero_allowed=True)
+        if self.noise_kind not in batchnorm.NOISE_KINDS:
+            kinds = ", ".join(batchnorm.NOISE_KINDS)
+            raise UserError(f"model.noise_kind={self.noise_kind!r} is unknown: use one of {kinds}")
 
     def layer(self, features: int, dims: int, where: str) -> nn.Module | None:
         """The norm over `features` channels (dims=2: conv maps, dims=1: FC features) of layer `where`, or None."""
@@ -65,7 +76,14 @@ class Norm:
             return batchnorm.BatchNorm2d(features) if dims == 2 else batchnorm.BatchNorm1d(features)
         if self.kind == "noisy_bn":
             noisy = batchnorm.NoisyBatchNorm2d if dims == 2 else batchnorm.NoisyBatchNorm1d
-            return noisy(features, noise_mean_std=self.noise_mean_std, noise_scale_std=self.noise_scale_std)
+            return noisy(
+                features,
+                noise_kind=self.noise_kind,
+                noise_mean_std=self.noise_mean_std,
+                noise_scale_std=self.noise_scale_std,
+                noise_mean_max=self.noise_mean_max,
+                noise_std_max=self.noise_std_max,
+            )
         if dims == 1:
             return nn.LayerNorm(features)
         if self.kind == "ln":

@@ -10,7 +10,7 @@ Every preset in conf/model/ (bn, nobn, deep_cnn, net*, cifar_cnn, session5) is o
 defaults are conf/base/convnet.yaml, which states this constructor's defaults.
 
 `norm` picks the normalisation of every conv block (and, with `head_norm`, of the hidden FC layers):
-none, bn, bn_scratch, gn (`norm_groups` groups), ln or noisy_bn (`noise_mean_std`, `noise_scale_std`); see
+none, bn, bn_scratch, gn (`norm_groups` groups), ln or noisy_bn (`noise_kind` and its settings); see
 `blocks.Norm`. `init_scale` multiplies every conv and linear weight after torch's default init (1.0: as is).
 """
 
@@ -62,8 +62,11 @@ class ConvNet(nn.Module):
         dropout: float = 0.0,
         head: str = "flatten_fc",
         norm_groups: int = 8,
+        noise_kind: str = "channel",
         noise_mean_std: float = 0.5,
         noise_scale_std: float = 0.5,
+        noise_mean_max: float = 0.5,
+        noise_std_max: float = 1.25,
         init_scale: float = 1.0,
     ):
         super().__init__()
@@ -76,7 +79,9 @@ class ConvNet(nn.Module):
         hidden = checks.whole_list("model.hidden", hidden)
         if not list(features):
             raise UserError("model.features is empty: give the layer list, e.g. [32, M, 64, M]")
-        norms = Norm(norm, groups=norm_groups, noise_mean_std=noise_mean_std, noise_scale_std=noise_scale_std)
+        noise = {"noise_kind": noise_kind, "noise_mean_std": noise_mean_std, "noise_scale_std": noise_scale_std}
+        noise |= {"noise_mean_max": noise_mean_max, "noise_std_max": noise_std_max}
+        norms = Norm(norm, groups=norm_groups, **noise)
         layers: list[nn.Module] = []
         channels, size = in_channels, image_size
         for item in features:
