@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -5,8 +6,10 @@ import torch
 from hydra.utils import instantiate
 
 from cnnstudy.data import ImageDataModule
-from cnnstudy.data.sources import load
+from cnnstudy.data.sources import DATASETS, load
 from cnnstudy.errors import UserError
+
+from conftest import ROOT, run_cli
 
 SIZES = {"mnist": (60_000, 10_000), "cifar10": (50_000, 10_000), "cifar2": (10_000, 2_000)}
 
@@ -136,3 +139,53 @@ def test_zoom_is_a_centre_crop_resized_back(data_root):
     expected = torch.nn.functional.interpolate(image[..., 3:25, 3:25], size=28, mode="bilinear", align_corners=False)
     assert (zoomed - expected).abs().mean() < 0.02
     assert (zoomed - image).abs().mean() > 0.02
+
+
+def test_an_unknown_name_lists_the_registered_datasets(data_root):
+    with pytest.raises(UserError) as error:
+        ImageDataModule("fashion", 1, 28, 10, [0.5], [0.5], root=str(data_root))
+    assert str(error.value) == f"data.name='fashion' is unknown: use one of {', '.join(sorted(DATASETS))}"
+    assert {"mnist", "cifar10", "cifar2"} <= DATASETS.keys()
+
+
+def test_a_config_that_does_not_match_the_files_is_named(data_root):
+    dm = ImageDataModule("cifar2", 1, 28, 2, [0.5], [0.5], root=str(data_root))
+    with pytest.raises(UserError, match=r"holds images of shape \(3, 32, 32\).*conf/data/cifar2.yaml"):
+        dm.setup("fit")
+
+
+def test_a_dataset_registered_outside_the_package_is_a_data_choice(data_root):
+    from even_digits import EvenDigits  # registers even_digits
+
+    assert isinstance(DATASETS["even_digits"], EvenDigits)
+    dm = ImageDataModule("even_digits", 1, 28, 5, [0.5], [0.5], root=str(data_root))
+    dm.setup("fit")
+    mnist_train, mnist_test = load("mnist", str(data_root), True)[1], load("mnist", str(data_root), False)[1]
+    assert len(dm.train_set) + len(dm.val_set) == int((mnist_train % 2 == 0).sum()) == 29_492
+    assert torch.bincount(dm.test_set.labels).tolist() == torch.bincount(mnist_test)[::2].tolist()
+
+
+@pytest.mark.subprocess
+def test_a_new_dataset_is_one_module_and_one_config_and_trains(tmp_path, data_root):
+    from even_digits import EVEN_DIGITS_CONFIG
+
+    (tmp_path / "conf" / "data").mkdir(parents=True)
+    (tmp_path / "conf" / "data" / "even_digits.yaml").write_text(EVEN_DIGITS_CONFIG)
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "even_digits",
+        "--config-dir",
+        str(tmp_path / "conf"),
+        "data=even_digits",
+        f"hydra.run.dir={run_dir}",
+        f"data.root={data_root}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=30",
+        "trainer.limit_val_batches=5",
+        "trainer.limit_test_batches=5",
+        env={"PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["choices"]["data"] == "even_digits"
+    assert metrics["test_acc"] > 0.8, metrics["test_acc"]  # 5 classes: chance is 0.2

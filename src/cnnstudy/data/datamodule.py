@@ -1,4 +1,4 @@
-"""One LightningDataModule for MNIST, CIFAR-10 and CIFAR-2.
+"""One LightningDataModule for every registered dataset (`cnnstudy.data.sources.DATASETS`).
 
 The splits live in memory as uint8 tensors; a batch is fetched with one tensor index and turned
 into normalised float32 in ``on_after_batch_transfer`` (on the training device, after the
@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnstudy import checks
-from cnnstudy.data.sources import default_root, load
+from cnnstudy.data.sources import dataset, default_root
 from cnnstudy.errors import UserError
 
 
@@ -72,8 +72,7 @@ class ImageDataModule(L.LightningDataModule):
         augment=None,
     ):
         super().__init__()
-        if name not in ("mnist", "cifar10", "cifar2"):
-            raise UserError(f"data.name={name!r} is unknown: use mnist, cifar10 or cifar2")
+        self.source = dataset(name)
         checks.whole("data.batch_size", batch_size)
         checks.whole("data.eval_batch_size", eval_batch_size)
         checks.whole("data.channels", channels)
@@ -103,7 +102,8 @@ class ImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
             return
-        images, labels = load(self.name, self.root, True, self.download)
+        images, labels = self.source.load(self.root, True, self.download)
+        self._check_shape(images)
         n_val = round(self.val_size * len(labels)) if isinstance(self.val_size, float) else int(self.val_size)
         if not 0 <= n_val < len(labels):
             raise UserError(f"data.val_size={self.val_size} leaves no training images (split has {len(labels)})")
@@ -111,10 +111,19 @@ class ImageDataModule(L.LightningDataModule):
         train_idx, val_idx = order[n_val:].sort().values, order[:n_val].sort().values
         self.train_set = TensorBatches(images[train_idx], labels[train_idx])
         self.val_set = TensorBatches(images[val_idx], labels[val_idx])
-        self.test_set = TensorBatches(*load(self.name, self.root, False, self.download))
+        self.test_set = TensorBatches(*self.source.load(self.root, False, self.download))
         if self.batch_size > len(self.train_set):
             raise UserError(
                 f"data.batch_size={self.batch_size} is larger than the training split ({len(self.train_set)} images)"
+            )
+
+    def _check_shape(self, images: torch.Tensor) -> None:
+        """The data config's shape against the files (a new dataset's config written for another)."""
+        expected = (self.channels, self.image_size, self.image_size)
+        if tuple(images.shape[1:]) != expected:
+            raise UserError(
+                f"data.name={self.name!r} holds images of shape {tuple(images.shape[1:])}, but its config says "
+                f"channels={self.channels}, image_size={self.image_size}: correct conf/data/{self.name}.yaml"
             )
 
     def _loader(self, dataset: TensorBatches, batch_size: int, shuffle: bool) -> DataLoader:
