@@ -13,9 +13,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from cnnstudy.errors import UserError
 from cnnstudy.models import ConvNet
 from cnnstudy.module import Classifier
-from cnnstudy.probes import FeatureMaps, LandscapeProbe, LayerStats
+from cnnstudy.probes import FeatureMaps, LandscapeProbe, LayerStats, SigmoidInputs
 from cnnstudy.rng import rng_state
 
 LANDSCAPE_KEYS = {
@@ -235,7 +236,9 @@ def test_bn_probes_config_composes(cfg_for):
 
 
 def test_bad_intervals_are_refused():
-    with pytest.raises(ValueError, match="every_n_steps"):
+    with pytest.raises(UserError, match="every_n_steps=0 must be a positive whole number"):
         LayerStats(every_n_steps=0)
-    with pytest.raises(ValueError, match="step_sizes"):
+    with pytest.raises(UserError, match=r"step_sizes=\[0.1, -0.1\] must hold numbers > 0"):
         LandscapeProbe(step_sizes=(0.1, -0.1))
+    with pytest.raises(UserError, match=r"percentiles=\[15, 150\] must hold numbers >= 0 and <= 100"):
+        SigmoidInputs(percentiles=(15, 150))

@@ -123,7 +123,7 @@ def bad_inputs(tmp: Path, finished: Path, data_root: Path) -> dict:
         "non-positive lr": ([*run, "optim.lr=0"], "optim.lr=0 must be a positive number"),
         "batch size 0": ([*run, "data.batch_size=0"], "data.batch_size=0 must be a positive whole number"),
         "batch larger than split": ([*run, "data.batch_size=60000"], "is larger than the training split"),
-        "negative epochs": ([*run, "trainer.max_epochs=-1"], "trainer.max_epochs=-1 must be a whole number >= 1"),
+        "negative epochs": ([*run, "trainer.max_epochs=-1"], "trainer.max_epochs=-1 must be a positive whole number"),
         "empty data root": ([*run[:2], f"data.root={tmp / 'empty'}", "data.download=false"], "mnist not found"),
         "unwritable output dir": (["cnnstudy.train", f"hydra.run.dir={tmp / 'a_file' / 'run'}"], "cannot be written"),
         "unknown activation": ([*run, "model.activation=swishy"], "model.activation='swishy' is unknown"),

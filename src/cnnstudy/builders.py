@@ -14,6 +14,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from cnnstudy import checks
 from cnnstudy.errors import UserError, find_user_error
 from cnnstudy.module import Classifier
 
@@ -62,12 +63,7 @@ def count_parameters(model: nn.Module) -> int:
 
 def check_config(cfg: DictConfig) -> None:
     """Values Hydra cannot type-check, answered before anything is built."""
-    lr = cfg.optim.get("lr")
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-        raise UserError(f"optim.lr={lr!r} must be a positive number, e.g. optim.lr=1e-3")
-    epochs = cfg.trainer.get("max_epochs")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise UserError(f"trainer.max_epochs={epochs!r} must be a whole number >= 1")
+    checks.config(cfg)
     if cfg.get("scheduler") and "_target_" not in cfg.scheduler:  # settings without a scheduler to set
         raise UserError(
             f"scheduler={OmegaConf.to_container(cfg.scheduler)} names no scheduler (_target_): "

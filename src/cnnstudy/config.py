@@ -17,7 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cnnstudy.checks import is_number, positive, whole
+from cnnstudy import checks
 from cnnstudy.errors import UserError, fail
 from cnnstudy.record import run_name
 
@@ -31,11 +31,6 @@ def find_conf_dir() -> Path:
 
 
 CONF_DIR = find_conf_dir()
-# torch's schedulers take these unchecked, then divide by zero (step_size=0) or train with a negative lr
-# (gamma < 0) once training runs
-SCHEDULER_CHECKS = {"step_size": whole, "T_max": whole, "gamma": positive, "max_lr": positive}
-# values builders.check_config answers with their range (e.g. "optim.lr='fast' must be a positive number")
-ANSWERED_LATER = ("optim.lr",)
 NOISE = ("Config search path", "provider=", "Set the environment", "See https", "full_key", "object_type")
 
 
@@ -168,21 +163,19 @@ def _check_values(cfg, defaults, overrides: list[str]) -> None:
     The trainer's keys are Lightning's to check: several take a number or a word (devices=auto)."""
     for override in overrides:
         key = override.partition("=")[0]
-        if override.startswith(("+", "~")) or key.startswith("trainer.") or key in ANSWERED_LATER:
+        # checks.config answers the keys it knows with their range ("optim.lr='fast' must be a positive number")
+        if override.startswith(("+", "~")) or key.startswith("trainer.") or key in checks.CONFIG_KEYS:
             continue
         default = OmegaConf.select(defaults, key, throw_on_resolution_failure=False)
         value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
         if isinstance(default, bool) and not isinstance(value, bool):
             fail(f"{key}={value!r} must be true or false")
-        if is_number(default) and not is_number(value):
+        if checks.is_number(default) and not checks.is_number(value):
             fail(f"{key}={value!r} must be a number (default {default})")
-    scheduler = OmegaConf.select(cfg, "scheduler", default=None) or {}
-    for key, check in SCHEDULER_CHECKS.items():
-        if key in scheduler:
-            try:
-                check(f"scheduler.{key}", OmegaConf.select(cfg, f"scheduler.{key}", throw_on_resolution_failure=False))
-            except UserError as e:
-                fail(str(e))
+    try:
+        checks.config(cfg)
+    except UserError as e:
+        fail(str(e))
     from cnnstudy.callbacks import EPOCH_KEYS  # what Classifier logs per epoch; imports Lightning: only here
 
     if OmegaConf.select(cfg, "require_bf16_units", default=False):

@@ -26,8 +26,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchvision.utils import make_grid
 
+from cnnstudy import checks
 from cnnstudy.callbacks import RunRecorder
-from cnnstudy.checks import is_number
+from cnnstudy.errors import UserError
 from cnnstudy.rng import rng_kept, rng_state, set_rng_state
 
 
@@ -53,12 +54,6 @@ def global_norm(tensors) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
 
 
-def check_interval(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a whole number >= 1")
-    return value
-
-
 class LayerStats(L.Callback):
     """Every `every_n_steps` training steps, per Conv2d and Linear layer of `pl_module.model`:
 
@@ -72,10 +67,8 @@ class LayerStats(L.Callback):
     """
 
     def __init__(self, every_n_steps: int = 50, histograms: bool = True):
-        self.every_n_steps = check_interval("every_n_steps", every_n_steps)
-        if not isinstance(histograms, bool):
-            raise ValueError(f"histograms={histograms!r} must be true or false")
-        self.histograms = histograms
+        self.every_n_steps = checks.whole("every_n_steps", every_n_steps)
+        self.histograms = checks.flag("histograms", histograms)
         self._handles: list = []
         self._outputs: dict[str, torch.Tensor] = {}
 
@@ -149,10 +142,8 @@ class LandscapeProbe(L.Callback):
     """
 
     def __init__(self, every_n_steps: int = 100, step_sizes=(0.05, 0.1, 0.2, 0.4), loss_fn=F.cross_entropy):
-        self.every_n_steps = check_interval("every_n_steps", every_n_steps)
-        if not step_sizes or not all(is_number(s) and s > 0 for s in step_sizes):
-            raise ValueError(f"step_sizes={list(step_sizes)} must be positive numbers")
-        self.step_sizes = tuple(float(s) for s in step_sizes)
+        self.every_n_steps = checks.whole("every_n_steps", every_n_steps)
+        self.step_sizes = tuple(float(s) for s in checks.numbers("step_sizes", step_sizes, low=0, low_allowed=False))
         self.loss_fn = loss_fn
         self.last: dict[str, float] = {}  # the latest probe's numbers, for inspection and tests
         self._batch = None
@@ -161,7 +152,7 @@ class LandscapeProbe(L.Callback):
     def setup(self, trainer, pl_module, stage):
         # g must be the gradient of the one batch the probe reuses
         if stage == "fit" and (not pl_module.automatic_optimization or trainer.accumulate_grad_batches != 1):
-            raise ValueError("LandscapeProbe needs automatic optimization and accumulate_grad_batches=1")
+            raise UserError("LandscapeProbe needs automatic optimization and accumulate_grad_batches=1")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step % self.every_n_steps == 0:
@@ -246,9 +237,9 @@ class FeatureMaps(L.Callback):
     """
 
     def __init__(self, every_n_epochs: int = 1, n_images: int = 8, n_channels: int = 8):
-        self.every_n_epochs = check_interval("every_n_epochs", every_n_epochs)
-        self.n_images = check_interval("n_images", n_images)
-        self.n_channels = check_interval("n_channels", n_channels)
+        self.every_n_epochs = checks.whole("every_n_epochs", every_n_epochs)
+        self.n_images = checks.whole("n_images", n_images)
+        self.n_channels = checks.whole("n_channels", n_channels)
         self.images: torch.Tensor | None = None
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
@@ -324,7 +315,7 @@ class StepProbe(L.Callback):
     `measure`'s scalars at that global step."""
 
     def __init__(self, every_n_steps: int):
-        self.every_n_steps = check_interval("every_n_steps", every_n_steps)
+        self.every_n_steps = checks.whole("every_n_steps", every_n_steps)
 
     def measure(self, trainer, pl_module) -> dict[str, float]:
         raise NotImplementedError
@@ -364,16 +355,13 @@ class SigmoidInputs(StepProbe):
 
     def __init__(self, every_n_steps: int = 500, unit: int = 0, percentiles=(15, 50, 85)):
         super().__init__(every_n_steps)
-        if isinstance(unit, bool) or not isinstance(unit, int) or unit < 0:
-            raise ValueError(f"unit={unit!r} must be a whole number >= 0")
-        if not percentiles or not all(is_number(q) and 0 <= q <= 100 for q in percentiles):
-            raise ValueError(f"percentiles={list(percentiles)} must be numbers in [0, 100]")
-        self.unit, self.percentiles = unit, tuple(percentiles)
+        self.unit = checks.whole("unit", unit, at_least=0)
+        self.percentiles = tuple(checks.numbers("percentiles", percentiles, low=0, high=100))
 
     def setup(self, trainer, pl_module, stage):
         sigmoids = [m for m in pl_module.model.modules() if isinstance(m, nn.Sigmoid)]
         if not sigmoids:
-            raise ValueError("SigmoidInputs needs a model with a sigmoid activation (model.activation=sigmoid)")
+            raise UserError("SigmoidInputs needs a model with a sigmoid activation (model.activation=sigmoid)")
         self.sigmoid = sigmoids[-1]
 
     def measure(self, trainer, pl_module) -> dict[str, float]:
