@@ -112,7 +112,7 @@ def test_the_sweep_runs_as_an_sbatch_array_and_reports(cluster, tmp_path, data_r
 def test_a_request_no_node_can_run_stops_the_sweep_with_one_line_before_submitting(cluster, tmp_path, data_root):
     cores = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout.split()[0])
     result = run_cli(*sweep(tmp_path, data_root, f"hydra.launcher.cpus_per_task={cores + 1}", *TINY))
-    assert result.returncode == 1
+    assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: each job asks {cores + 1} CPUs (cpus_per_task={cores + 1} x tasks_per_node=1)")
     assert f"has {cores} CPUs" in line and "would never start" in line

@@ -1,5 +1,13 @@
-"""Errors a user can fix by changing the command or the data: every entry point prints them as one line
-on stderr and exits with status 2 (`exit_on_user_error`). HYDRA_FULL_ERROR=1 shows the traceback instead."""
+"""The errors cnnstudy's commands answer in one line on stderr (`fail`), and their exit statuses:
+
+    0        done
+    1        the command was right but did not finish: files that cannot be written (StorageError), SLURM jobs
+             that ended without a result or a submission sbatch refused; a bug's traceback is 1 too (Python's)
+    2        a mistake the user can fix in the command, config or data (UserError, an override Hydra refuses,
+             a SLURM request no node can run): `exit_on_user_error` turns a UserError into this
+    128 + N  stopped by signal N (SIGTERM: 143); running the same command again resumes
+
+HYDRA_FULL_ERROR=1 shows a UserError's traceback instead."""
 
 import errno
 import os
@@ -50,6 +58,7 @@ def find_user_error(error: BaseException) -> UserError | None:
 
 
 def fail(message: str, status: int = 2) -> None:
+    """One line on stderr, and exit with `status` (the module docstring lists them)."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
 

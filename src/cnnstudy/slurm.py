@@ -28,17 +28,14 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
+from cnnstudy.errors import fail
+
 log = logging.getLogger("cnnstudy.slurm")
 
 # squeue states of a job that has not ended yet (anything else has: COMPLETED, FAILED, CANCELLED, ...)
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED"}
 # pending reasons that no waiting resolves: the request exceeds what the partition allows or has
 NEVER_STARTS = {"PartitionConfig", "PartitionTimeLimit", "PartitionNodeLimit", "BadConstraints"}
-
-
-def fail(message: str) -> None:
-    """Stop the sweep with one line on stderr (exit status 1), before or after its jobs ran."""
-    raise SystemExit(f"error: {message}")
 
 
 def slurm_minutes(text: str) -> float:
@@ -190,7 +187,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                 [state] * len(numbers),
             )
         except submitit.core.utils.FailedJobError:  # submitit has printed sbatch's message: one line more
-            fail("sbatch refused the sweep (its message is above); nothing was submitted")
+            fail("sbatch refused the sweep (its message is above); nothing was submitted", status=1)
         array_id = jobs[0].job_id.split("_")[0]
         log.info("slurm: submitted %d job(s) as %s, sweep jobs #%d-#%d", len(jobs), array_id, numbers[0], numbers[-1])
         ended = self.wait(array_id, jobs)
@@ -204,7 +201,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             names = ", ".join(lost)
             fail(
                 f"sweep job(s) {names} ended without a result; run the same command with hydra.sweep.dir={sweep_dir} "
-                f"to resume them from their last checkpoint (completed jobs are skipped)"
+                f"to resume them from their last checkpoint (completed jobs are skipped)",
+                status=1,
             )
         return [job.results()[0] for job in jobs]
 
