@@ -61,13 +61,14 @@ def test_this_cpus_bf16_units_are_what_its_flags_say():
 
 def test_the_default_is_auto_and_resolves_on_this_machine(cfg_for):
     cfg = cfg_for("trainer.accelerator=cpu")
-    assert cfg.trainer.precision == "auto" and list(cfg.precision_proven) == []
+    assert cfg.trainer.precision == "auto" and list(cfg.precision_proven) == ["bn", "nobn"]
     units = detect_hardware().cpu_bf16
-    precision = run_precision(cfg, "bn")
-    assert precision.value == FP32  # nothing proven yet
-    assert precision.rule.startswith("auto: fp32: " + ("bf16 not yet proven" if units else "no bf16 units"))
-    proven = run_precision(cfg_for("trainer.accelerator=cpu", "precision_proven=[bn]"), "bn")
+    unproven = run_precision(cfg, "cifar_cnn")
+    assert unproven.value == FP32
+    assert unproven.rule.startswith("auto: fp32: " + ("bf16 not yet proven" if units else "no bf16 units"))
+    proven = run_precision(cfg, "bn")
     assert proven.value == (BF16 if units else FP32)
+    assert run_precision(cfg_for("trainer.accelerator=cpu", "precision_proven=[]"), "bn").value == FP32
     assert run_precision(cfg_for("trainer.accelerator=cpu", "trainer.precision=bf16-mixed"), "bn").value == BF16
 
 
@@ -89,7 +90,7 @@ def test_precision_is_part_of_a_runs_identity_a_missing_one_being_32_true():
 def test_cfg_job_shows_auto():
     result = run_cli("cnnstudy.train", "--cfg", "job")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "  precision: auto\n" in result.stdout and "precision_proven: []" in result.stdout
+    assert "  precision: auto\n" in result.stdout and "precision_proven:\n- bn\n- nobn\n" in result.stdout
 
 
 @pytest.mark.subprocess
@@ -107,16 +108,18 @@ def test_a_real_mnist_run_under_auto_records_its_precision_and_hardware(tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test_acc"] >= 0.95, metrics["test_acc"]
-    assert metrics["precision"] == metrics["config"]["trainer"]["precision"] == FP32
     hardware = metrics["provenance"]["hardware"]
+    resolved = BF16 if hardware["cpu_bf16"] else FP32  # model=bn is a proven family
+    assert metrics["precision"] == metrics["config"]["trainer"]["precision"] == resolved
     assert hardware["cpu"] == cpu_model() and hardware["cpu_bf16"] == detect_hardware().cpu_bf16
     assert hardware["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert hardware["gpu"] == detect_hardware().gpu
     first = next(line for line in (tmp_path / "train.log").read_text().splitlines() if "[cnnstudy]" in line)
     units = "yes" if hardware["cpu_bf16"] else "no"
-    assert f"] - precision 32-true ({metrics['provenance']['precision_rule']}); " in first
+    assert f"] - precision {resolved} ({metrics['provenance']['precision_rule']}); " in first
     assert f"; CPU {hardware['cpu']} ({hardware['cpu_capability']}, bf16 units: {units}); " in first
-    assert metrics["provenance"]["precision_rule"].startswith("auto: fp32: ")
+    rule = "auto: bf16: " if hardware["cpu_bf16"] else "auto: fp32: "
+    assert metrics["provenance"]["precision_rule"].startswith(rule)
 
 
 @pytest.mark.parametrize("units", [True, False])

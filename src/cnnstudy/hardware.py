@@ -2,8 +2,8 @@
 
 `auto` (the default) is bf16-mixed only where both hold: the device the run trains on has bf16 units, and the
 model family is in `precision_proven` (conf/train.yaml), the families a study has shown to reach the same results
-in bf16 as in fp32. Otherwise it is 32-true. The list is empty until experiment=precision has run, so today `auto`
-is 32-true everywhere (docs/performance.md "Precision"). An explicit trainer.precision always wins.
+in bf16 as in fp32 (today bn and nobn: docs/results/precision.md). Otherwise it is 32-true. An explicit
+trainer.precision always wins.
 """
 
 import functools
