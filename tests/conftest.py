@@ -60,3 +60,12 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT, timeout: int 
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def tiny_sweep(data_root: Path, sweep_dir: Path):
+    """A real 4-job MNIST sweep (bn, nobn × two lrs) of 2 epochs of 3 batches, for tests of what reads sweeps."""
+    return run_cli(
+        "cnnstudy.train", "-m", "model=bn,nobn", "optim.lr=1e-3,1e-2", f"hydra.sweep.dir={sweep_dir}",
+        f"data.root={data_root}", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+    )  # fmt: skip

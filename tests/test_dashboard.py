@@ -11,7 +11,7 @@ import pytest
 
 from cnnstudy.report import report
 
-from conftest import run_cli
+from conftest import run_cli, tiny_sweep
 
 
 def get(url: str, body: dict | None = None):
@@ -50,11 +50,7 @@ def tensorboard(tmp_path):
 
 @pytest.mark.subprocess
 def test_tensorboard_lists_every_job_with_scalars_hparams_and_the_overlay_layout(tmp_path, data_root, tensorboard):
-    sweep = run_cli(
-        "cnnstudy.train", "-m", "model=bn,nobn", "optim.lr=1e-3,1e-2", f"hydra.sweep.dir={tmp_path}",
-        f"data.root={data_root}", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-    )  # fmt: skip
+    sweep = tiny_sweep(data_root, tmp_path)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     diverging = run_cli(
         "cnnstudy.train", "-m", "model=nobn", "optim=sgd", "optim.lr=1e6", f"hydra.sweep.dir={tmp_path / 'diverged'}",

@@ -10,7 +10,7 @@ from cnnstudy.errors import UserError
 from cnnstudy.report import report
 from cnnstudy.report.screenshots import HPARAMS_WINDOW, WINDOW, find_chromium, free_port, get, tensorboard
 
-from conftest import run_cli
+from conftest import run_cli, tiny_sweep
 
 
 def has_chromium() -> bool:
@@ -43,11 +43,7 @@ def leftovers(marker: str) -> list[str]:
 @pytest.mark.skipif(not has_chromium(), reason="chromium not installed (apt-get install chromium)")
 def test_screenshots_of_a_real_sweep_show_its_curves_table_and_figures(tmp_path, data_root):
     sweep = tmp_path / "sweep"
-    trained = run_cli(
-        "cnnstudy.train", "-m", "model=bn,nobn", "optim.lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}",
-        f"data.root={data_root}", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-    )  # fmt: skip
+    trained = tiny_sweep(data_root, sweep)
     assert trained.returncode == 0, trained.stderr[-3000:]
     report(sweep)
 
