@@ -18,7 +18,7 @@ from cnnstudy.checkpoints import CONFIG_KEY
 from cnnstudy.errors import Interrupted
 from cnnstudy.launchers import SIGNALS_FORWARDED_ENV, STOP_SIGNALS
 from cnnstudy.record import RunRecord
-from cnnstudy.rng import rng_state, set_rng_state
+from cnnstudy.rng import rng_kept, rng_state, set_rng_state
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 # Recorded only by runs with module.eval_also_in_train_mode=true: validation and test measured a second time
@@ -142,7 +142,7 @@ class RecalibrateBN(L.Callback):
 
     def recalibrate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
-        with torch.random.fork_rng():  # a DataLoader's iterator draws its seed from the global RNG too
+        with rng_kept():  # a DataLoader's iterator draws its seed from the global RNG too
             loader = itertools.islice(datamodule.train_dataloader(), self.batches)
             images = (datamodule.normalize(x.to(pl_module.device), augment=True) for x, _ in loader)
             update_bn(images, pl_module)
