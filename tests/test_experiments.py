@@ -8,7 +8,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from cnnstudy.builders import build_module, check_config
-from cnnstudy.config import _variants
+from cnnstudy.config import _variants, register_arms
+from cnnstudy.record import setup_identity
 
 from conftest import CONF, run_cli
 
@@ -68,6 +69,22 @@ def test_every_arm_of_every_experiment_composes_and_builds(experiment):
             cfg = compose("train", overrides=[f"experiment={experiment}", *variant])
             check_config(cfg)  # e.g. scheduler settings whose scheduler an override of the experiment dropped
             build_module(cfg)
+
+
+def test_a_study_declares_its_arms_in_its_one_file(tmp_path):
+    """Each entry under an experiment file's `arms:` is the Hydra option arm/<study>=<arm>; the table itself is
+    not part of what a run is (adding an arm to a study leaves its archived groups as they were)."""
+    (tmp_path / "experiment").mkdir()
+    arms = "arms:\n  wide: {defaults: [{override /model: net_width}], optim: {lr: 3e-3}}\n  plain: {}\n"
+    (tmp_path / "experiment" / "widths.yaml").write_text("# @package _global_\n" + arms)
+    register_arms(tmp_path)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        wide = compose("train", overrides=["+arm/widths=wide"], return_hydra_config=True)
+        plain = compose("train", overrides=["+arm/widths=plain"], return_hydra_config=True)
+    assert (wide.hydra.runtime.choices["model"], wide.optim.lr) == ("net_width", 3e-3)
+    assert plain.hydra.runtime.choices["model"] == "bn"
+    listed = {"seed": 0, "arms": {"a": {}}, "optim": {"lr": 0.1}}
+    assert setup_identity(listed) == setup_identity({**listed, "arms": {"a": {}, "b": {"optim": {"lr": 1}}}})
 
 
 def test_arms_set_what_the_studies_say(cfg_for):

@@ -279,7 +279,7 @@ def test_no_landscape_without_probes(synthetic_sweep):
 
 
 def arm_job(sweep: Path, number: int, arm: str, activation: str, lr: float, seed: int, test_acc: float, *extra) -> None:
-    """A job of an arm that sets its own model and lr (as conf/arm/<study>/*.yaml do), not on the command line."""
+    """A job of an arm that sets its own model and lr (as a study's `arms:` do), not on the command line."""
     config = {"seed": seed, "model": {"activation": activation}, "optim": {"lr": lr}, "data": {"shuffle_seed": seed}}
     for key, value in (o.split("=", 1) for o in extra):
         set_dotted(config, key, yaml.safe_load(value))

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -31,6 +32,18 @@ def find_conf_dir() -> Path:
 
 
 CONF_DIR = find_conf_dir()
+
+
+def register_arms(conf_dir: Path = CONF_DIR) -> None:
+    """Each study's arms, declared in its experiment file under `arms:`, as the Hydra options `arm/<study>=<arm>`
+    (ConfigStore entries, package _global_, which Hydra reads as it would files arm/<study>/<arm>.yaml): a
+    study is one file, and its sweeps' overrides are the same strings its archived records carry."""
+    store = ConfigStore.instance()
+    for path in sorted((conf_dir / "experiment").glob("*.yaml")):
+        for arm, node in (OmegaConf.load(path).get("arms") or {}).items():  # OmegaConf's YAML: 1e-3 is a number
+            store.store(group=f"arm/{path.stem}", name=arm, node=node, package="_global_")
+
+
 NOISE = ("Config search path", "provider=", "Set the environment", "See https", "full_key", "object_type")
 
 
@@ -67,9 +80,18 @@ def job_run_name() -> str:
 
 
 def register_resolvers() -> None:
-    """The resolvers conf/ uses (`${threads_per_job:}`, `${run_name:}`); called by whatever composes the config."""
+    """The resolvers conf/ uses (`${threads_per_job:}`, `${run_name:}`, and arithmetic for values an experiment
+    derives from others: `lr: ${mul:0.01,${div:${data.batch_size},128}}`)."""
     OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
     OmegaConf.register_new_resolver("run_name", job_run_name, replace=True)
+    OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
+    OmegaConf.register_new_resolver("div", lambda a, b: a / b, replace=True)
+    OmegaConf.register_new_resolver("int_div", lambda a, b: a // b, replace=True)  # a count: steps, batches
+
+
+# At import: every process that composes a config (the CLI, a launcher's worker, a test) imports this module first.
+register_resolvers()
+register_arms()
 
 
 def _variants(overrides, multirun: bool) -> list[list[str]]:
@@ -203,6 +225,5 @@ def check_bf16_units(accelerator: str) -> None:
 def compose_train(overrides: list[str], return_hydra_config: bool = False):
     """The train config with `overrides`, as `python -m cnnstudy.train` composes it (mistakes in one line)."""
     check_overrides("train", overrides)
-    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)

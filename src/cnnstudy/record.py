@@ -52,6 +52,7 @@ RUNTIME_KEYS = (
     "require_bf16_units",  # a study's refusal to run on emulated bf16 (experiment=precision): not what a job computes
     "logger",  # where the curves are written (their run names hold the seed)
     "precision_proven",  # which precision `auto` picks: the resolved trainer.precision is the identity
+    "arms",  # a study's table of arms (conf/experiment/<study>.yaml): the chosen arm's values are in the config
 )
 # One draw of a setup: the jobs of a group differ only in these (the shuffle order follows the seed).
 SEED_KEYS = ("seed", "data.shuffle_seed")

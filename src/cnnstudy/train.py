@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnstudy.builders import build, build_module, check_config, configure_process, count_parameters
 from cnnstudy.callbacks import StopOnSignal
 from cnnstudy.checkpoints import AtomicCheckpointIO
-from cnnstudy.config import CONF_DIR, check_overrides, register_resolvers
+from cnnstudy.config import CONF_DIR, check_overrides
 from cnnstudy.errors import Interrupted, StorageError, exit_on_user_error, fail, find_user_error
 from cnnstudy.hardware import describe, detect_hardware
 from cnnstudy.run import Run
@@ -30,7 +30,6 @@ log = logging.getLogger("cnnstudy")
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
-    register_resolvers()  # a job may run in a fresh process (submitit, joblib): not only via __main__
     route_library_logs()
     hydra_cfg = HydraConfig.get()
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
@@ -124,5 +123,4 @@ def one_line_in_console(message: str, error: BaseException) -> None:
 
 if __name__ == "__main__":
     check_overrides("train", sys.argv[1:])
-    register_resolvers()
     main()
