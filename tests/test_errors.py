@@ -87,7 +87,7 @@ def test_a_bad_train_value_is_one_line_naming_its_key(overrides, key, tmp_path, 
 
 
 TOOLS = [
-    (["cnnstudy.summary", "model.dropout=3"], "model.dropout"),
+    (["cnnstudy.layer_table", "model.dropout=3"], "model.dropout"),
     (["cnnstudy.evaluate", "ckpt_path=/no/such.ckpt"], "/no/such.ckpt"),
     (["cnnstudy.visualize", "ckpt_path=/no/such.ckpt"], "/no/such.ckpt"),
     (["cnnstudy.visualize", "index=abc"], "index"),

@@ -99,8 +99,8 @@ def test_the_wheel_trains_sweeps_reports_and_takes_user_configs_from_any_directo
     evaluated = run(installed, elsewhere, "-m", "cnnstudy.evaluate", f"ckpt_path={record['best_ckpt']}")
     assert f"test_acc={record['test_acc']}" in evaluated.stdout
 
-    summary = run(installed, elsewhere, "-m", "cnnstudy.summary", "model=session5")
-    assert "model=session5 data=mnist" in summary.stdout
+    table = run(installed, elsewhere, "-m", "cnnstudy.layer_table", "model=session5")
+    assert "model=session5 data=mnist" in table.stdout
 
     # the user's own configs and model module, outside the package
     user = tmp_path / "user"

@@ -15,8 +15,8 @@ from cnnstudy.errors import UserError
 from cnnstudy.models import MLP
 from cnnstudy.models.blocks import make_activation
 from cnnstudy.report.groups import Group, build_groups
+from cnnstudy.report.jobs import Job, find_jobs, read_probes
 from cnnstudy.report.probe_sections.step_curves import plot_step_curves, write_step_curves
-from cnnstudy.report.records import Job, find_jobs, read_probes
 
 from conftest import ROOT, run_cli
 

@@ -10,8 +10,8 @@ from matplotlib.colors import to_hex
 
 from cnnstudy.report.compare import arm_levels, one_factor
 from cnnstudy.report.groups import build_groups
+from cnnstudy.report.jobs import find_jobs
 from cnnstudy.report.plots import MAX_LINES, NORM_COLORS, line_styles, plot_curves, plot_test_acc_by_arm
-from cnnstudy.report.records import find_jobs
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 NORMS = ["bn", "gn", "ln", "none"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cnnstudy.record import read_record, status_of
-from cnnstudy.report.records import read_job
-from cnnstudy.sweep_summary import summarize
+from cnnstudy.report.jobs import read_job
+from cnnstudy.sweep_outcomes import outcomes_block
 
 from conftest import ROOT, run_cli
 
@@ -163,10 +163,10 @@ def test_a_running_record_whose_process_is_gone_reads_interrupted_and_resumes(tm
     note = f"{job} was recorded running, but pid {process.pid} on {socket.gethostname()} is gone"
     assert read_job(job, sweep).status == "interrupted"
     assert read_job(job, sweep).detail.startswith(note)
-    summary = summarize(sweep)
-    assert "  interrupted     1  0" in summary.splitlines()
-    assert "  running" not in summary
-    assert f"0 was recorded running, but pid {process.pid}" in summary
+    outcomes = outcomes_block(sweep)
+    assert "  interrupted     1  0" in outcomes.splitlines()
+    assert "  running" not in outcomes
+    assert f"0 was recorded running, but pid {process.pid}" in outcomes
 
     resumed = run_cli("cnnstudy.train", *command(data_root, f"hydra.run.dir={job}", "model=bn")[3:])
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -33,12 +33,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from cnnstudy.builders import build_module, configure_process, keep_freed_memory
 from cnnstudy.config import compose_train
-from cnnstudy.data.notebook import notebook_loader
+from cnnstudy.data.notebook import notebook_loader, notebook_step
 from cnnstudy.data.sources import default_root, load
 from cnnstudy.errors import exit_on_user_error, fail
 from cnnstudy.hardware import cpu_model
@@ -87,8 +86,8 @@ def synchronize(device: str) -> None:
 
 
 def timed_loop(module, batches, n_batches: int, warmup: int, device: str, bf16: bool = False) -> float:
-    """Images/s of a hand-written training loop over `batches` (an iterator of (x, y)); `bf16`: the forward
-    pass and loss under bf16 autocast, the weights, their gradients and the step in fp32 (Lightning's bf16-mixed)."""
+    """Images/s of the notebooks' hand-written training loop over `batches` (an iterator of (x, y)), in bf16
+    autocast with `bf16` (cnnstudy.data.notebook.notebook_step)."""
     model = module.model.to(device).train()
     optimizer = module.configure_optimizers()
     seen, start = 0, None
@@ -96,14 +95,7 @@ def timed_loop(module, batches, n_batches: int, warmup: int, device: str, bf16: 
         if i == warmup:
             synchronize(device)
             start, seen = time.perf_counter(), 0
-        x, y = x.to(device), y.to(device)
-        if module.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        optimizer.zero_grad()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
+        notebook_step(model, optimizer, x.to(device), y.to(device), module.channels_last, bf16)
         seen += len(y)
         if i + 1 == warmup + n_batches:
             break

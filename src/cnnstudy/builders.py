@@ -1,6 +1,6 @@
 """Builders: the model, the LightningModule and the Trainer's pieces from a composed config.
 
-Importing this module changes nothing global; every entry point (train, evaluate, summary, bench)
+Importing this module changes nothing global; every entry point (train, evaluate, layer_table, bench)
 builds through it, so a config means the same thing to all of them.
 """
 

@@ -5,7 +5,7 @@ SIGTERM, SIGINT and SIGHUP to the sweep's command are passed on to every job pro
 stops at its next batch boundary and records `interrupted` with its last checkpoint, as a plain run does
 (cnnstudy.callbacks.StopOnSignal); no job starts after the signal. The launcher waits for the jobs up to
 STOP_TIMEOUT_S, kills every process of its tree still alive (workers and what they started, submitit's
-controllers), prints the sweep's summary and one line, and exits 128 + the signal. A second signal to the
+controllers), prints the sweep's outcomes and one line, and exits 128 + the signal. A second signal to the
 command kills the tree at once. The same command resumes the sweep (docs/reliability.md).
 
 The jobs may get the same signal twice, from the terminal or a scheduler and from the launcher: under these
@@ -33,7 +33,7 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import DictConfig, read_write
 
-from cnnstudy.sweep_summary import summarize
+from cnnstudy.sweep_outcomes import outcomes_block
 
 log = logging.getLogger("cnnstudy.launchers")
 
@@ -144,7 +144,7 @@ class ForwardSignals:
 def stopped(signum: int, sweep_dir: str) -> None:
     """The end of a stopped sweep: nothing of it left alive, what the jobs recorded, one line, exit 128 + signal."""
     end_process_tree()
-    print(summarize(Path(sweep_dir)), flush=True)
+    print(outcomes_block(Path(sweep_dir)), flush=True)
     name = signal.Signals(signum).name
     print(f"error: sweep {sweep_dir} stopped by {name}; run the same command to resume", file=sys.stderr)
     sys.exit(128 + signum)

@@ -25,11 +25,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from cnnstudy.builders import build_module
 from cnnstudy.config import compose_train
-from cnnstudy.data.notebook import notebook_loader
+from cnnstudy.data.notebook import notebook_loader, notebook_step
 from cnnstudy.data.sources import default_root, load
 from cnnstudy.errors import exit_on_user_error, fail
 
@@ -84,18 +83,14 @@ def course_loop(max_epochs: int = 10) -> dict:
     epochs = []
     for _ in range(max_epochs):
         for x, y in notebook_loader(cfg):
-            if module.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            optimizer.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            optimizer.step()
+            notebook_step(model, optimizer, x, y, module.channels_last)
         epochs.append(test_accuracy(model, images, labels, mean, std, module.channels_last))
         if epochs[-1] >= TARGET:
             break
     return {"wall_s": time.perf_counter() - started, "test_acc": epochs[-1], "epochs": len(epochs)}
 
 
-def summary(runs: list[dict], base: list[dict] | None = None) -> dict:
+def figures_of(runs: list[dict], base: list[dict] | None = None) -> dict:
     """Median and worst wall time and the test accuracies; with `base` (the speedrun's runs of the same rounds),
     each round's wall-time ratio to it."""
     accs = [r["test_acc"] for r in runs if r["test_acc"] is not None]
@@ -131,12 +126,12 @@ def main() -> None:
     for seed in range(args.seeds):  # round by round, so that the machine's drift hits every variant alike
         for name, overrides in variants.items():
             runs[name].append(timed_train(["experiment=speedrun", *overrides, f"seed={seed}"]))
-    results = {"speedrun": summary(runs.pop("speedrun"))}
+    results = {"speedrun": figures_of(runs.pop("speedrun"))}
     if not args.no_reference:
-        results["default run (model=bn, 10 epochs)"] = summary([timed_train([])])
-        results["course loop (default model, to 99 % or 10 epochs)"] = summary([course_loop()])
+        results["default run (model=bn, 10 epochs)"] = figures_of([timed_train([])])
+        results["course loop (default model, to 99 % or 10 epochs)"] = figures_of([course_loop()])
     for name, variant_runs in runs.items():
-        results[f"speedrun with {name}"] = summary(variant_runs, base=results["speedrun"]["runs"])
+        results[f"speedrun with {name}"] = figures_of(variant_runs, base=results["speedrun"]["runs"])
     if args.json:
         print(json.dumps({"threads": torch.get_num_threads(), "data": default_root(), "results": results}))
         return

@@ -1,7 +1,9 @@
-"""The course notebooks' data path, kept as the reference the bench and the speedrun compare against:
-a torchvision dataset with per-sample ToTensor + Normalize (CIFAR-10 as PIL images) in a shuffling DataLoader."""
+"""The course notebooks' data path and training step, kept as the reference the bench and the speedrun compare
+against: a torchvision dataset with per-sample ToTensor + Normalize (CIFAR-10 as PIL images) in a shuffling
+DataLoader, and a hand-written loop's step."""
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -31,3 +33,15 @@ def notebook_loader(cfg) -> DataLoader:
     else:
         dataset = PilImages(*load(cfg.data.name, cfg.data.root, True), transform)
     return DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True)
+
+
+def notebook_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, channels_last: bool, bf16: bool = False) -> None:
+    """One step of the notebooks' hand-written loop. `bf16`: the forward pass and loss under bf16 autocast, the
+    weights, their gradients and the step in fp32 (Lightning's bf16-mixed)."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    optimizer.zero_grad()
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()

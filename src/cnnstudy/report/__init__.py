@@ -4,6 +4,6 @@ module per probe), dashboard (TensorBoard's tb_summary/), command (the entry poi
 for what it writes."""
 
 from cnnstudy.report.command import main, report
-from cnnstudy.report.records import archive, latest_sweep
+from cnnstudy.report.jobs import archive, latest_sweep
 
 __all__ = ["archive", "latest_sweep", "main", "report"]

@@ -33,6 +33,7 @@ from cnnstudy.report.claims import claims_for, evaluate, load_claims
 from cnnstudy.report.compare import SeriesComparison, arm_levels, comparisons, lr_series, one_factor
 from cnnstudy.report.dashboard import write_dashboard
 from cnnstudy.report.groups import build_groups
+from cnnstudy.report.jobs import MULTIRUN, archive, find_jobs, latest_sweep, sweep_commands
 from cnnstudy.report.markdown import REPORT_FILE, Report, write_markdown
 from cnnstudy.report.plots import (
     plot_curves,
@@ -43,7 +44,6 @@ from cnnstudy.report.plots import (
     plot_verdicts,
 )
 from cnnstudy.report.probe_sections import probe_sections
-from cnnstudy.report.records import MULTIRUN, archive, find_jobs, latest_sweep, sweep_commands
 
 
 def report(sweep_dir: Path, trains_above: float | None = None, claims: Path | None = None) -> Report:

@@ -19,7 +19,7 @@ import numpy as np
 from cnnstudy.record import RUNTIME_KEYS
 from cnnstudy.report.edge import RNG_SEED, Edge, estimate_edge
 from cnnstudy.report.groups import Group, differing_keys, label, override_key
-from cnnstudy.report.records import Job
+from cnnstudy.report.jobs import Job
 from cnnstudy.report.stats import Summary, Welch, summarise, welch
 
 # The keys that only configure normalisation: which kind, where it sits, whether the FC head has it too, and

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from cnnstudy.record import RUNTIME_KEYS, setup_identity
-from cnnstudy.report.records import Job
+from cnnstudy.report.jobs import Job
 from cnnstudy.report.stats import Summary, summarise
 
 # stats key -> (column header, is an accuracy: shown in percent)

@@ -14,8 +14,8 @@ from cnnstudy.report.compare import (
 )
 from cnnstudy.report.edge import edge_text, fine_pass, ratio_text
 from cnnstudy.report.groups import COLUMNS, Group, provenance_warnings, shown, sort_key
+from cnnstudy.report.jobs import Job
 from cnnstudy.report.probe_sections import Section
-from cnnstudy.report.records import Job
 
 REPORT_FILE = "report.md"
 

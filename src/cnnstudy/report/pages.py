@@ -31,7 +31,7 @@ from cnnstudy.report.claims import (
     verdict_lines,
 )
 from cnnstudy.report.groups import build_groups
-from cnnstudy.report.records import find_jobs
+from cnnstudy.report.jobs import find_jobs
 
 BLOCK = re.compile(r"(<!-- verdicts: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /verdicts -->)", re.S)
 DEFAULT_PAGES = ("README.md", "docs/results/*.md")

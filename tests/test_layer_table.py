@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from cnnstudy.builders import build_model, count_parameters
-from cnnstudy.summary import format_table, layer_table
+from cnnstudy.layer_table import format_table, layer_table
 
 from conftest import run_cli
 
@@ -95,7 +95,7 @@ def test_markdown_table(cfg_for):
 
 @pytest.mark.subprocess
 def test_cli_prints_the_table_and_writes_nothing(tmp_path):
-    result = run_cli("cnnstudy.summary", "model=session5", "data=mnist", cwd=tmp_path)
+    result = run_cli("cnnstudy.layer_table", "model=session5", "data=mnist", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "model=session5 data=mnist input=1x28x28"
@@ -106,7 +106,7 @@ def test_cli_prints_the_table_and_writes_nothing(tmp_path):
 
 @pytest.mark.subprocess
 def test_cli_bad_model_name_fails(tmp_path):
-    result = run_cli("cnnstudy.summary", "model=no_such_model", cwd=tmp_path)
+    result = run_cli("cnnstudy.layer_table", "model=no_such_model", cwd=tmp_path)
     assert result.returncode != 0
     assert "no_such_model" in result.stderr
     assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,7 @@
 """The block a sweep ends with, whatever launched its jobs: how many completed, diverged, failed or were
 interrupted, which job dirs those are, where the sweep is and the report command to run next.
 
-A Hydra callback (`hydra.callbacks.sweep_summary` in conf/train.yaml): Hydra calls `on_multirun_end` in the
+A Hydra callback (`hydra.callbacks.sweep_outcomes` in conf/train.yaml): Hydra calls `on_multirun_end` in the
 launching process once the launcher has returned, for the basic, joblib, submitit and SLURM launchers and the
 Optuna sweeper alike. It reads each job's metrics.json (cnnstudy.record), so it says what the jobs recorded,
 not what the launcher believes.
@@ -43,7 +43,7 @@ def compact(names: list[str]) -> str:
     return ",".join(spans + others)
 
 
-def summarize(sweep_dir: Path) -> str:
+def outcomes_block(sweep_dir: Path) -> str:
     sweep_dir = Path(sweep_dir)
     by_status = defaultdict(list)
     errors, notes = {}, []
@@ -69,6 +69,6 @@ def summarize(sweep_dir: Path) -> str:
     return "\n".join(lines)
 
 
-class SweepSummary(Callback):
+class SweepOutcomes(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        print(summarize(Path(config.hydra.sweep.dir)), flush=True)
+        print(outcomes_block(Path(config.hydra.sweep.dir)), flush=True)

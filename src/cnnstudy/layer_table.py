@@ -1,4 +1,4 @@
-"""Layer table of a model: `python -m cnnstudy.summary model=<name> data=<name> [overrides]`.
+"""Layer table of a model: `python -m cnnstudy.layer_table model=<name> data=<name> [overrides]`.
 
 For every leaf module (conv, BN, activation, pool, dropout, flatten, linear), in execution order:
 name, type, output shape, trainable parameters, receptive field and jump (cumulative stride), then
@@ -114,7 +114,7 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
 def main(argv: list[str] | None = None) -> None:
     overrides = sys.argv[1:] if argv is None else list(argv)
     if any(arg in ("-h", "--help") for arg in overrides):
-        print("usage: python -m cnnstudy.summary [model=<name>] [data=<name>] [key=value ...]")
+        print("usage: python -m cnnstudy.layer_table [model=<name>] [data=<name>] [key=value ...]")
         return
     cfg = compose_train(overrides, return_hydra_config=True)
     with exit_on_user_error():

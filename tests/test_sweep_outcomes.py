@@ -2,7 +2,7 @@
 
 import pytest
 
-from cnnstudy.sweep_summary import compact
+from cnnstudy.sweep_outcomes import compact
 
 from conftest import run_cli
 
