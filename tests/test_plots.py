@@ -8,10 +8,17 @@ from pathlib import Path
 import pytest
 from matplotlib.colors import to_hex
 
-from cnnstudy.report.compare import arm_levels, one_factor
+from cnnstudy.report.compare import arm_levels, lr_series, one_factor
 from cnnstudy.report.groups import build_groups
 from cnnstudy.report.jobs import find_jobs
-from cnnstudy.report.plots import MAX_LINES, NORM_COLORS, line_styles, plot_curves, plot_test_acc_by_arm
+from cnnstudy.report.plots import (
+    MAX_LINES,
+    NORM_COLORS,
+    line_styles,
+    plot_curves,
+    plot_test_acc_by_arm,
+    plot_test_acc_vs_lr,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 NORMS = ["bn", "gn", "ln", "none"]
@@ -123,3 +130,25 @@ def test_line_styles_colour_one_setting_and_dash_the_other():
     ordered, _ = line_styles([f"model.init_scale={s}" for s in ("5.0", "0.1", "1.0")])
     assert [s["label"] for s in ordered.values()] == ["0.1", "1.0", "5.0"]
     assert len({to_hex(s["color"]) for s in ordered.values()}) == 3
+
+
+def test_accuracy_vs_lr_rings_each_series_best_lr_chosen_on_validation(tmp_path):
+    """bn_lr_cifar (BN and no BN over 7 lrs, 3 seeds): each series' ring sits at the lr whose mean best val acc is
+    the highest, at that lr's mean test acc; the error bars stay within 0-100 % where seeds sit at chance."""
+    groups, common = build_groups(find_jobs(RESULTS / "bn_lr_cifar"))
+    series = lr_series(groups, common, 0.5)
+    fig = plot_test_acc_vs_lr(series, tmp_path / "test_acc_vs_lr.png")
+    lines = {gid: found for ax in fig.axes for gid, found in lines_by_gid(ax).items()}
+    assert len(series) == 2
+    for s in series:
+        val = {p.lr: p.group.stats["best_val_acc"].mean for p in s.points if p.group.n == len(p.group.jobs)}
+        best_lr = max(val, key=val.get)
+        best = next(p for p in s.points if p.lr == best_lr)
+        (ring,) = lines[f"{s.label}|best"]
+        assert best_lr / 1.2 < ring.get_xdata()[0] < best_lr * 1.2
+        assert ring.get_ydata()[0] == pytest.approx(best.test_acc.mean * 100)
+    for ax in fig.axes:
+        for collection in ax.collections:  # the error bars
+            for segment in collection.get_segments():
+                assert all(-1e-9 <= y <= 100 + 1e-9 for _, y in segment)
+    assert "best lr, chosen on val acc" in [t.get_text() for t in fig.legends[0].get_texts()]

@@ -263,7 +263,10 @@ def plot_means(
     done = [(x, summary) for x, summary in points if summary is not None]
     xs = beside([x for x, _ in done], offset, log, span)
     means, stds = [s.mean * 100 for _, s in done], [(s.std or 0) * 100 for _, s in done]
-    bars = ax.errorbar(xs, means, yerr=stds, capsize=3, markersize=5, **style)
+    # an accuracy stays within 0-100 %: a bar of seeds at chance and seeds at 99 % is cut there
+    below = [min(std, mean) for mean, std in zip(means, stds, strict=True)]
+    above = [min(std, 100 - mean) for mean, std in zip(means, stds, strict=True)]
+    bars = ax.errorbar(xs, means, yerr=[below, above], capsize=3, markersize=5, **style)
     bars.lines[0].set_gid(f"{name}|mean")
     seed_x = [x for x, (_, s) in zip(beside(xs, 0.012, log, span), done, strict=True) for _ in s.values]
     seed_y = [v * 100 for _, s in done for v in s.values]
@@ -285,7 +288,7 @@ def offsets(count: int, width: float = 0.025) -> list[float]:
     return [(i - (count - 1) / 2) * width for i in range(count)]
 
 
-SEED_NOTE = "mean ± std over completed seeds; hollow points = each seed"
+SEED_NOTE = "mean ± std over completed seeds (bars cut at 0 and 100 %); hollow points = each seed"
 
 
 def seed_points() -> Line2D:
@@ -337,7 +340,8 @@ def lr_figure(panels: list) -> Figure:
 
 def plot_test_acc_vs_lr(series: list[LrSeries], path: Path) -> Figure:
     """Test accuracy per lr of each series, in a panel per setup (norm_panels); crosses at the bottom mark the
-    lrs where a seed diverged."""
+    lrs where a seed diverged, a ring each series' best lr, chosen on validation (LrSeries.best): comparing the
+    rings compares each setting at its own tuned lr (the isolation plot of the tuning playbook)."""
     panels, styles, (entries, title) = norm_panels([s.label for s in series])
     fig = lr_figure(panels)
     by_label = {s.label: s for s in series}
@@ -345,6 +349,10 @@ def plot_test_acc_vs_lr(series: list[LrSeries], path: Path) -> Figure:
         for label, offset in zip(labels, offsets(len(labels)), strict=True):
             s, style = by_label[label], styles[label]
             plot_means(ax, [(p.lr, p.test_acc) for p in s.points], style, offset, True, 0, s.label)
+            if len(s.points) > 1 and (best := s.best) is not None:
+                (x,) = beside([best.lr], offset, True, 0)
+                ring = {"marker": "o", "markersize": 14, "markerfacecolor": "none", "markeredgewidth": 1.5}
+                ax.plot([x], [best.test_acc.mean * 100], color=style["color"], gid=f"{s.label}|best", **ring)
             diverged = beside([p.lr for p in s.points if p.diverged], offset, True, 0)
             # x in data, y in axes coordinates: the marker sits at the bottom whatever the accuracy range
             ax.plot(
@@ -360,6 +368,9 @@ def plot_test_acc_vs_lr(series: list[LrSeries], path: Path) -> Figure:
     fig.suptitle(f"test accuracy vs lr: {SEED_NOTE}", fontsize="medium")
     diverged_note = Line2D([], [], linestyle="none", marker="x", color="gray", mew=2, label="diverged (≥ 1 seed)")
     handles = [Line2D([], [], **style) for style in entries] + [seed_points()]
+    if any(len(s.points) > 1 and s.best is not None for s in series):
+        ring = {"marker": "o", "markersize": 12, "markerfacecolor": "none", "linestyle": "none", "color": "gray"}
+        handles.append(Line2D([], [], label="best lr, chosen on val acc", **ring))
     legend_outside(fig, handles, title, diverged_note if any(p.diverged for s in series for p in s.points) else None)
     fig.savefig(path, dpi=100)
     return fig
