@@ -227,3 +227,20 @@ def test_the_edge_claim_states_its_threshold_sensitivity():
     by_threshold = {t: side for t, _, side in edge.sensitivity}
     assert by_threshold[0.6] == -1 and by_threshold[0.3] == 0  # resolved smaller at 60 %, not at 30 %
     assert np.isfinite(edge.p) and 0 < edge.p <= 1
+
+
+def test_the_readme_tally_counts_each_study_page_verdict_tables():
+    """The README's table of studies: each row's counts are the outcome column of its page's verdict tables, read
+    back from the pages' text (a claim with no side expected, `–` there, counts by its verdict's words)."""
+    tally = next(m["body"] for m in BLOCK.finditer((ROOT / "README.md").read_text()) if m["spec"].endswith(" tally"))
+    rows = {row.split("](")[0].removeprefix("| ["): row.split(" | ") for row in tally.splitlines()[2:]}
+    assert {"lr_range", "init_sensitivity", "norm_batch_size", "precision"} <= set(rows)
+    for study, cells in rows.items():
+        outcomes, own = [], []
+        for body in (m["body"] for m in BLOCK.finditer((ROOT / "docs" / "results" / f"{study}.md").read_text())):
+            for line in (line for line in body.splitlines() if line.startswith("| **")):
+                *_, words, outcome = (cell.strip() for cell in line.strip().strip("|").split(" | "))
+                (own if outcome == "–" else outcomes).append(words if outcome == "–" else outcome)
+        sources = " · ".join(str(outcomes.count(k)) for k in ("reproduced", "contradicted", "not resolved"))
+        unresolved = sum(w.startswith("**not resolved") for w in own)
+        assert (cells[2], cells[3].rstrip(" |")) == (sources, f"{len(own) - unresolved} · {unresolved}"), study

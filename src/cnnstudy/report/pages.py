@@ -8,7 +8,9 @@ A page (README.md, docs/results/<study>.md) marks where a study's verdicts go:
     <!-- /verdicts -->
 
 `claims=` names conf/claims/<name>.yaml (default: the folder's name), `rows=` keeps some of its claims (the
-README's headline). Without --check the blocks are rewritten; with it, the command exits 1 naming every block
+README's headline). `<!-- verdicts: docs/results tally -->` is a table with a row per results page in that
+folder: the study, its question (the page's title) and how many of its verdicts, over all its blocks, say what.
+Without --check the blocks are rewritten; with it, the command exits 1 naming every block
 that differs from what the records give now. The prose around a block may interpret it; the verdicts
 themselves (the words, the p-values) are only ever in a block (tests/test_claims.py checks both).
 """
@@ -17,6 +19,7 @@ import argparse
 import glob
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 from cnnstudy.errors import UserError, fail
@@ -45,9 +48,10 @@ def study_verdicts(records: Path, claims: Path) -> tuple[ClaimSet, list[Verdict]
     return claim_set, evaluate(claim_set, groups, common, threshold), threshold
 
 
-def block_body(page: Path, spec: str) -> str:
+def block_verdicts(page: Path, spec: str) -> tuple[ClaimSet, list[Verdict], float, dict]:
+    """The claims a block names, their verdicts (only its `rows=` if it has them), the threshold, its options."""
     records, *options = spec.split()
-    settings = dict(option.split("=", 1) for option in options)
+    settings = dict(option.partition("=")[::2] for option in options)
     folder = page.parent / records
     if not folder.is_dir():
         raise UserError(f"{page}: verdicts of {records}: no such folder")
@@ -57,8 +61,40 @@ def block_body(page: Path, spec: str) -> str:
         unknown = set(names) - {v.claim.name for v in verdicts}
         if unknown:
             raise UserError(f"{page}: no claim {', '.join(sorted(unknown))} in {claim_set.path.name}")
-        return "\n".join(headline_lines([v for v in verdicts if v.claim.name in names], records)) + "\n"
+        verdicts = [v for v in verdicts if v.claim.name in names]
+    return claim_set, verdicts, threshold, settings
+
+
+def block_body(page: Path, spec: str) -> str:
+    records, *options = spec.split()
+    if options == ["tally"]:
+        return "\n".join(tally_lines(page.parent / records, records)) + "\n"
+    claim_set, verdicts, threshold, settings = block_verdicts(page, spec)
+    if "rows" in settings:
+        return "\n".join(headline_lines(verdicts, records)) + "\n"
     return "\n".join(verdict_lines(claim_set, verdicts, threshold)) + "\n"
+
+
+def tally_lines(folder: Path, link: str) -> list[str]:
+    """A row per results page with verdict blocks: its study, its question (the title after ' — ') and the count
+    of its verdicts by outcome: the sources' claims reproduced, contradicted, not resolved; the study's own
+    questions (no side expected) resolved or not."""
+    lines = [
+        "| study | question | sources' claims: reproduced · contradicted · not resolved | own questions: "
+        "resolved · not resolved |",
+        "|---|---|---|---|",
+    ]
+    for page in sorted(folder.glob("*.md")):
+        text = page.read_text()
+        verdicts = [v for m in BLOCK.finditer(text) for v in block_verdicts(page, m["spec"])[1]]
+        if not verdicts:
+            continue
+        study, _, question = text.splitlines()[0].removeprefix("# ").partition(" — ")
+        claims = Counter(v.outcome for v in verdicts if v.claim.expect is not None)
+        own = Counter(v.words.startswith("not resolved") for v in verdicts if v.claim.expect is None)
+        sources = " · ".join(str(claims[k]) for k in ("reproduced", "contradicted", "not resolved"))
+        lines.append(f"| [{study}]({link}/{page.name}) | {question} | {sources} | {own[False]} · {own[True]} |")
+    return lines
 
 
 def headline_lines(verdicts: list[Verdict], records: str) -> list[str]:
