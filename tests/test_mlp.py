@@ -14,8 +14,9 @@ from cnnstudy.checkpoints import load_checkpoint
 from cnnstudy.errors import UserError
 from cnnstudy.models import MLP
 from cnnstudy.models.blocks import make_activation
+from cnnstudy.record import read_probes_file
 from cnnstudy.report.groups import Group, build_groups
-from cnnstudy.report.jobs import Job, find_jobs, read_probes
+from cnnstudy.report.jobs import Job, find_jobs
 from cnnstudy.report.probe_sections.step_curves import plot_step_curves, write_step_curves
 
 from conftest import ROOT, run_cli
@@ -73,7 +74,7 @@ def test_ioffe_mlp_trains_on_real_mnist_and_the_probes_measure_the_model(tmp_pat
         "probes.sigmoid_inputs.every_n_steps=300",
     )
     assert metrics["status"] == "completed" and metrics["test_acc"] > 0.9
-    probes = read_probes(run_dir)
+    probes = read_probes_file(run_dir)
     assert set(probes) == {"test_curve/acc", "test_curve/loss", *(f"sigmoid_input/p{q}" for q in (15, 50, 85))}
     assert all(sorted(steps) == [0, 300, 600, 900] for steps in probes.values())
     assert probes["test_curve/acc"][0] < 0.2 < 0.9 < probes["test_curve/acc"][900]

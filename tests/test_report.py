@@ -200,18 +200,20 @@ def test_no_plots_for_one_epoch_and_one_lr(tmp_path):
 
 
 def write_landscape(job: Path, loss_min: list[float], loss_max: list[float], beta: list[float]) -> None:
-    """TensorBoard events as the LandscapeProbe logged them before runs wrote probes.json (steps 0, 10, 20, ...),
-    beside another scalar."""
+    """probes.json as the LandscapeProbe records it (steps 0, 10, 20, ...), and TensorBoard events beside it, which
+    the report does not read."""
     from torch.utils.tensorboard import SummaryWriter
 
+    probes = {f"landscape/{tag}": {} for tag in ("loss_min", "loss_max", "beta_smoothness")}
     with SummaryWriter(str(job / "tb" / "run")) as writer:
         for i, (low, high, b) in enumerate(zip(loss_min, loss_max, beta, strict=True)):
             for tag, value in [("loss_min", low), ("loss_max", high), ("beta_smoothness", b)]:
-                writer.add_scalar(f"landscape/{tag}", value, 10 * i)
-            writer.add_scalar("train_loss", 99.0, 10 * i)
+                probes[f"landscape/{tag}"][str(10 * i)] = value
+                writer.add_scalar(f"landscape/{tag}", 99.0, 10 * i)
+    (job / "probes.json").write_text(json.dumps(probes))
 
 
-def test_landscape_table_and_plot_from_an_old_sweeps_events(tmp_path):
+def test_landscape_table_and_plot_from_the_jobs_probes_json(tmp_path):
     # per job: mean over steps of (loss_max - loss_min) and of beta; then mean ± std over the two seeds
     ranges = {"bn": ([0.1, 0.3], [0.2, 0.4]), "none": ([1.0, 2.0], [3.0, 4.0])}  # seed 0, seed 1 per step
     for number, (norm, seed) in enumerate([("bn", 0), ("bn", 1), ("none", 0), ("none", 1)]):
@@ -232,7 +234,7 @@ def test_landscape_table_and_plot_from_an_old_sweeps_events(tmp_path):
     tests = table_row(section, "`model.norm=bn` vs `model.norm=none`")
     assert tests[1] == "-2.25, p = 0.27: not resolved at n = 2 vs 2"
     assert tests[3] == "+0, p = 1: not resolved at n = 2 vs 2"
-    # archived: the scalars kept in a compact file, no event files, the same table
+    # archived: probes.json kept, no event files, the same table
     archived = archive(tmp_path, tmp_path.parent / "archive") / tmp_path.name
     assert not list(archived.rglob("events.out.tfevents.*")) and len(list(archived.rglob("probes.json"))) == 4
     report(archived)

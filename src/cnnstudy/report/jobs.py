@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnnstudy.record import (
     METRICS_FILE,
@@ -22,11 +21,8 @@ from cnnstudy.record import (
 )
 
 MULTIRUN = Path("multirun")
-# What a sweep's results are, without checkpoints or events: what `archive` keeps (and each job's probes.json).
-RECORDS = (f"**/{METRICS_FILE}", "**/.hydra/overrides.yaml", "**/multirun.yaml")
-# A job run before probes.json existed has its probes' scalars only in its TensorBoard events: these, the ones the
-# report read from there.
-EVENT_PROBE_TAGS = ("landscape/", "grad_norm/", "act_std/", "test_curve/", "sigmoid_input/")
+# What a sweep's results are, without checkpoints or events: what `archive` keeps.
+RECORDS = (f"**/{METRICS_FILE}", f"**/{PROBES_FILE}", "**/.hydra/overrides.yaml", "**/multirun.yaml")
 
 
 @dataclass
@@ -69,7 +65,7 @@ def read_job(job_dir: Path, sweep_dir: Path) -> Job:
     except (OSError, ValueError) as e:
         job.status, job.detail = "unreadable", f"{type(e).__name__}: {e}"
         return job
-    job.metrics, job.status, job.probes = metrics, status_of(job_dir, metrics), read_probes(job_dir)
+    job.metrics, job.status, job.probes = metrics, status_of(job_dir, metrics), read_probes_file(job_dir)
     job.overrides = list(metrics.get("overrides") or job.overrides)
     if job.status == "diverged":
         job.detail = f"epoch {metrics.get('diverged_epoch')}: {metrics.get('error', '')}"
@@ -79,21 +75,6 @@ def read_job(job_dir: Path, sweep_dir: Path) -> Job:
         stale = metrics.get("status") == "running"  # read as interrupted: its process is gone
         job.detail = stale_note(job_dir, metrics) if stale else str(metrics.get("error", ""))
     return job
-
-
-def read_probes(job_dir: Path) -> dict[str, dict[int, float]]:
-    """The probes' scalars: tag -> {step: value}; {} without probes. From the job's probes.json; for a job run before
-    runs wrote it, from its TensorBoard events under tb/."""
-    if probes := read_probes_file(job_dir):
-        return probes
-    series = defaultdict(dict)
-    for run_dir in sorted({p.parent for p in (job_dir / "tb").rglob("events.out.tfevents.*")}):
-        events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 1, "images": 1})
-        events.Reload()
-        for tag in events.Tags()["scalars"]:
-            if tag.startswith(EVENT_PROBE_TAGS):
-                series[tag].update((e.step, e.value) for e in events.Scalars(tag))
-    return dict(series)
 
 
 def find_jobs(sweep_dir: Path) -> list[Job]:
@@ -160,10 +141,6 @@ def archive(sweep_dir: Path, dest: Path) -> Path:
                 write_json_atomic(copy, portable(record, path.parent.absolute()))
             else:  # not a record, or unreadable: reported as it is
                 shutil.copyfile(path, copy)
-    for job_dir in (p.parent for p in sweep_dir.rglob(METRICS_FILE)):
-        if probes := read_probes(job_dir):
-            compact = Path(dest) / sweep_dir.name / job_dir.relative_to(sweep_dir) / PROBES_FILE
-            compact.write_text(json.dumps(probes, sort_keys=True))
     return Path(dest)
 
 
