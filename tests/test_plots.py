@@ -152,3 +152,16 @@ def test_accuracy_vs_lr_rings_each_series_best_lr_chosen_on_validation(tmp_path)
             for segment in collection.get_segments():
                 assert all(-1e-9 <= y <= 100 + 1e-9 for _, y in segment)
     assert "best lr, chosen on val acc" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_val_accuracy_near_100_is_spaced_by_its_error_so_one_arms_dip_does_not_squash_the_rest(tmp_path):
+    """deeper_cnn: six arms end at 98-99 % and bn_gap dips to 79 %; on the error's log scale 98 to 99 % takes a
+    sixth of the panel or more (under a twentieth on a linear axis down to 79 %), and the values are unchanged."""
+    groups, _ = build_groups(find_jobs(RESULTS / "deeper_cnn"))
+    fig = plot_curves(groups, tmp_path / "curves.png")
+    acc_ax = fig.axes[1]
+    to_axes = acc_ax.transScale + acc_ax.transLimits  # data -> 0..1 of the panel's height
+    (_, at_98), (_, at_99) = to_axes.transform([(1, 98.0), (1, 99.0)])
+    assert acc_ax.get_yscale() == "function" and at_99 - at_98 > 1 / 6
+    (gap,) = lines_by_gid(acc_ax)["arm/deeper_cnn=bn_gap|mean"]
+    assert 75 < min(gap.get_ydata()) < 80 and acc_ax.get_ylim()[0] < min(gap.get_ydata())

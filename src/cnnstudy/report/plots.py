@@ -239,6 +239,9 @@ def plot_curves(groups: list[Group], path: Path) -> Figure | None:
     axes[0][0].set(yscale="log", ylabel="train loss (log)")
     plain_log_labels(axes[0][0])
     axes[1][0].set_ylabel("val accuracy %")
+    means = [max(line.get_ydata()) for ax in axes[1] for line in ax.get_lines() if line.get_gid().endswith("|mean")]
+    if means and max(means) >= ERROR_SCALE_FROM:
+        error_scale(axes[1][0])
     for ax in axes[1]:
         ax.set_xlabel("epoch")
     if legend is not None:
@@ -247,6 +250,32 @@ def plot_curves(groups: list[Group], path: Path) -> Figure | None:
     fig.suptitle("thick line: mean over completed seeds; thin lines: each seed", fontsize="medium")
     fig.savefig(path, dpi=100)
     return fig
+
+
+# Val accuracy's axis is the error's on a log scale once a group's mean reaches this: 98 % and 99 % are as far apart
+# as 80 % and 90 %, so one arm's dip to 80 % (deeper_cnn's GAP head) no longer squashes the others into one line.
+ERROR_SCALE_FROM = 95.0
+ACCURACY_TICKS = (0, 50, 80, 90, 95, 98, 99, 99.5, 99.8, 99.9, 99.95, 99.98, 99.99)
+
+
+def error_scale(ax) -> None:
+    """`ax`'s y axis (accuracy %) spaced as -log10 of the error, limited to the lines drawn with a 5 % margin; the
+    axes sharing it follow."""
+
+    def forward(y):
+        return -np.log10(np.clip(100 - np.asarray(y, dtype=float), 1e-3, None))
+
+    def inverse(t):
+        return 100 - 10 ** -np.asarray(t, dtype=float)
+
+    siblings = ax.get_shared_y_axes().get_siblings(ax)
+    drawn = forward([y for sibling in siblings for line in sibling.get_lines() for y in line.get_ydata()])
+    low, high = drawn.min(), drawn.max()
+    ax.set_yscale("function", functions=(forward, inverse))
+    ax.set_ylim(inverse(low - 0.05 * (high - low)), inverse(high + 0.05 * (high - low)))
+    ticks = [t for t in ACCURACY_TICKS if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set_ylabel("val accuracy % (error on a log scale)")
 
 
 def beside(xs: list[float], offset: float, log: bool, span: float) -> list[float]:
