@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+import cnnstudy.config  # noqa: F401 - registers the studies' arms and conf/'s resolvers, as every composer must
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 

@@ -41,7 +41,9 @@ def register_arms(conf_dir: Path = CONF_DIR) -> None:
     store = ConfigStore.instance()
     for path in sorted((conf_dir / "experiment").glob("*.yaml")):
         for arm, node in (OmegaConf.load(path).get("arms") or {}).items():  # OmegaConf's YAML: 1e-3 is a number
-            store.store(group=f"arm/{path.stem}", name=arm, node=node, package="_global_")
+            if node is not None and not OmegaConf.is_dict(node):
+                fail(f"{path}: arm {arm!r} must be a mapping of what it sets, not {node!r}")
+            store.store(group=f"arm/{path.stem}", name=arm, node=node or {}, package="_global_")
 
 
 NOISE = ("Config search path", "provider=", "Set the environment", "See https", "full_key", "object_type")

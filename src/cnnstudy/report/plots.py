@@ -239,7 +239,8 @@ def plot_curves(groups: list[Group], path: Path) -> Figure | None:
     axes[0][0].set(yscale="log", ylabel="train loss (log)")
     plain_log_labels(axes[0][0])
     axes[1][0].set_ylabel("val accuracy %")
-    means = [max(line.get_ydata()) for ax in axes[1] for line in ax.get_lines() if line.get_gid().endswith("|mean")]
+    mean_lines = [line for ax in axes[1] for line in ax.get_lines() if line.get_gid().endswith("|mean")]
+    means = [max(line.get_ydata()) for line in mean_lines if len(line.get_ydata())]  # none: no val_acc logged
     if means and max(means) >= ERROR_SCALE_FROM:
         error_scale(axes[1][0])
     for ax in axes[1]:
