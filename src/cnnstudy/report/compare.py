@@ -218,7 +218,10 @@ def one_factor(groups: list[Group]) -> list[FactorComparison]:
                 found.append(FactorComparison(a, b, keys[0], (a.setup.get(keys[0], "–"), b.setup.get(keys[0], "–"))))
             if arm := one_arm(a, b):
                 by_arm = FactorComparison(a, b, arm, (a.choices[arm], b.choices[arm]), tuple(keys))
-                arm_pairs[arm, frozenset(a.overrides) & frozenset(b.overrides)].append(by_arm)
+                # arms that add a setting (norm_batch_size's b2_recal: a callback) are levels among themselves,
+                # not of the arms without it
+                kind = frozenset(a.setup) if set(a.setup) == set(b.setup) else None
+                arm_pairs[arm, frozenset(a.overrides) & frozenset(b.overrides), kind].append(by_arm)
     for pairs in arm_pairs.values():
         if len({c.moved for c in pairs}) == 1:  # levels of one setting
             found += [c for c in pairs if len(c.moved) > 1]
@@ -241,10 +244,12 @@ def arm_levels(comparisons: list[FactorComparison]) -> ArmLevels | None:
     if not by_arm:
         return None
     arm, key = by_arm[0].key, by_arm[0].moved[0]
+    common_keys = set.intersection(*({k.rsplit(".", 1)[0] for k in c.first.setup} for c in by_arm))
     lines = defaultdict(dict)
     for c in by_arm:
         if c.key == arm:
             for group in (c.first, c.second):
-                rest = " ".join(o for o in group.label.split() if override_key(o) != arm)
-                lines[rest or "all"][group.setup[key]] = group
+                rest = " ".join(o for o in group.label.split() if override_key(o) != arm) or "all"
+                added = sorted({k.rsplit(".", 1)[0] for k in group.setup} - common_keys)
+                lines[" ".join([rest, *(f"+{k}" for k in added)])][group.setup[key]] = group
     return ArmLevels(arm, key, {rest: dict(sorted(points.items())) for rest, points in lines.items()})
