@@ -16,6 +16,7 @@ themselves (the words, the p-values) are only ever in a block (tests/test_claims
 """
 
 import argparse
+import functools
 import glob
 import re
 import sys
@@ -41,7 +42,13 @@ DEFAULT_PAGES = ("README.md", "docs/results/*.md")
 
 
 def study_verdicts(records: Path, claims: Path) -> tuple[ClaimSet, list[Verdict], float]:
-    """The claims of a records folder and their verdicts, computed as the report computes them."""
+    """The claims of a records folder and their verdicts, computed as the report computes them; once per folder and
+    claims file in a process (a study's page and the README's tally read the same ones)."""
+    return _study_verdicts(Path(records).resolve(), Path(claims).resolve())
+
+
+@functools.cache
+def _study_verdicts(records: Path, claims: Path) -> tuple[ClaimSet, list[Verdict], float]:
     groups, common = build_groups(find_jobs(records))
     claim_set = load_claims(claims)
     threshold = claim_set.trains_above or 0.9
