@@ -106,6 +106,23 @@ def end_process_tree() -> None:
         time.sleep(0.05)
 
 
+def end_resource_trackers() -> None:
+    """End loky's and multiprocessing's resource trackers now (up to 10 s), once the processes they watched are
+    killed: they remove what those left (semaphores) and may warn about it on the command's stderr, which must
+    come before the command's last line, not after it, as it would when they end at this process's exit.
+    Nothing may start them again: a semaphore collected later (its finalizer unregisters it) would start a new
+    tracker, which knows no such name and prints a KeyError after that line."""
+    import multiprocessing.resource_tracker
+
+    from joblib.externals.loky.backend import resource_tracker
+
+    resource_tracker._resource_tracker._stop(wait_timeout=10)
+    if multiprocessing.resource_tracker._resource_tracker._fd is not None:
+        multiprocessing.resource_tracker._resource_tracker._stop()
+    for tracker in (resource_tracker._resource_tracker, multiprocessing.resource_tracker._resource_tracker):
+        tracker._send = lambda *message: None  # what it was told of is removed already
+
+
 class SweepStopped(BaseException):
     """Raised by ForwardSignals(interrupt=True) out of the launcher's wait, once the signal is passed on."""
 
@@ -144,10 +161,15 @@ class ForwardSignals:
 def stopped(signum: int, sweep_dir: str) -> None:
     """The end of a stopped sweep: nothing of it left alive, what the jobs recorded, one line, exit 128 + signal."""
     end_process_tree()
+    end_resource_trackers()
     print(outcomes_block(Path(sweep_dir)), flush=True)
     name = signal.Signals(signum).name
     print(f"error: sweep {sweep_dir} stopped by {name}; run the same command to resume", file=sys.stderr)
-    sys.exit(128 + signum)
+    logging.shutdown()
+    sys.stderr.flush()
+    # not sys.exit: the interpreter's exit runs multiprocessing's finalizers (the killed workers' semaphores),
+    # whose messages would start a new resource tracker, which would print after that last line
+    os._exit(128 + signum)
 
 
 def idle_worker() -> None:
@@ -202,7 +224,7 @@ class ParallelLauncher(JoblibLauncher):
                         failed = future
                         send(executor._processes, signal.SIGTERM)
             if forward.received or failed:
-                executor.shutdown(wait=False, kill_workers=True)
+                executor.shutdown(wait=True, kill_workers=True)  # its thread's clean-up done before the last line
             # else the workers stay for the next batch of jobs (Optuna's); idle for 10 s, or at exit, they end
             if forward.received is not None:
                 stopped(forward.received, str(sweep_dir))  # a second signal meanwhile still kills at once
