@@ -4,6 +4,7 @@ an unresolved claim needs, mistakes in a claims file, and the pages' verdict blo
 import math
 import re
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,14 @@ from scipy import stats as scipy_stats
 from statsmodels.stats.power import TTestIndPower
 
 from cnnstudy.errors import UserError
+from cnnstudy.record import setup_identity
 from cnnstudy.report import report
-from cnnstudy.report.claims import load_claims
+from cnnstudy.report.claims import best_in, load_claims
+from cnnstudy.report.compare import lr_series
+from cnnstudy.report.groups import build_groups
+from cnnstudy.report.jobs import find_jobs
 from cnnstudy.report.pages import BLOCK, DEFAULT_PAGES, main, pages, study_verdicts
-from cnnstudy.report.plots import plot_verdicts
+from cnnstudy.report.plots.verdicts import plot_verdicts
 from test_report import completed, write_job
 
 from conftest import ROOT, run_cli
@@ -220,7 +225,7 @@ def test_no_page_states_a_verdict_outside_its_generated_blocks():
 def test_the_edge_claim_states_its_threshold_sensitivity():
     records = ROOT / "docs" / "results" / "bn_lr_cifar"
 
-    _, verdicts, threshold = study_verdicts(records, ROOT / "conf" / "claims" / "bn_lr_cifar.yaml")
+    _, verdicts, threshold = study_verdicts([records], ROOT / "conf" / "claims" / "bn_lr_cifar.yaml")
     edge = next(v for v in verdicts if v.claim.name == "larger_lr")
     assert threshold == 0.5 and 10**edge.effect == pytest.approx(0.806, abs=0.001)
     assert edge.interval[0] < 0 < edge.interval[1] and edge.words == "not resolved at n = 30 vs 30"
@@ -244,3 +249,80 @@ def test_the_readme_tally_counts_each_study_page_verdict_tables():
         sources = " · ".join(str(outcomes.count(k)) for k in ("reproduced", "contradicted", "not resolved"))
         unresolved = sum(w.startswith("**not resolved") for w in own)
         assert (cells[2], cells[3].rstrip(" |")) == (sources, f"{len(own) - unresolved} · {unresolved}"), study
+
+
+def test_records_from_before_a_key_existed_join_the_lr_series_of_new_ones():
+    """init_sensitivity's lr 0.01 runs were recorded before `model.noise_kind` and its siblings existed; BN at init
+    scale 2 at lr 0.02 and 0.04 was recorded after. They are one lr series (the keys' values are the ones every
+    earlier run ran as, record.ADDED_KEYS), while a run at another value of such a key stays apart."""
+    groups, common = build_groups(find_jobs(ROOT / "docs/results/init_sensitivity"))
+    (bn_at_2,) = [
+        s
+        for s in lr_series(groups, common, 0.5)
+        if s.setup["model.init_scale"] == 2.0 and s.setup["model.norm"] == "bn"
+    ]
+    assert [p.lr for p in bn_at_2.points] == [0.01, 0.02, 0.04] and bn_at_2.best.lr == 0.02
+    old = next(g for g in groups if g.lr == 0.01).jobs[0].config
+    assert "noise_kind" not in old["model"] and setup_identity(old)["model"]["noise_kind"] == "channel"
+    assert setup_identity(old) != setup_identity(old | {"model": old["model"] | {"noise_kind": "activation"}})
+    assert "lr_at_batch_128" not in old and setup_identity(old)["lr_at_batch_128"] == 0.01  # a top-level key
+    assert setup_identity(old) != setup_identity(old | {"lr_at_batch_128": 0.03})
+
+
+def test_the_tuned_runs_of_norm_batch_size_join_the_rule_runs_as_an_lr_series_per_norm_and_batch():
+    """norm_batch_size's lr follows the batch from lr_at_batch_128; the rule's runs (0.01, recorded before the key
+    existed) and the tuned runs (0.003, 0.03; BN and GN also 0.1) are one series per norm and batch, its lrs each
+    batch's rule lr times 0.3, 1, 3 (and 10). The re-estimated-statistics arms, and the net without a norm (no tuned
+    claim reads it), ran at the rule's lr only: no series."""
+    groups, common = build_groups(find_jobs(ROOT / "docs/results/norm_batch_size"))
+    series = lr_series(groups, common, 0.5)
+    found = {(s.points[0].group.setup["model.norm"], s.points[0].group.setup["data.batch_size"]): s for s in series}
+    assert len(series) == len(found) == 15 and {norm for norm, _ in found} == {"bn", "gn", "ln"}
+    for (norm, batch), one in found.items():
+        rules = (0.003, 0.01, 0.03) + ((0.1,) if norm in ("bn", "gn") else ())
+        assert [p.lr for p in one.points] == pytest.approx([f * batch / 128 for f in rules])
+        assert [p.group.n for p in one.points] == [3] * len(rules)
+
+
+def test_a_seed_archived_in_two_studies_counts_once():
+    """bn_lr_cifar's lr 0.01 runs are init_sensitivity's scale-1 runs again (same setup, seeds 0-2): read together,
+    each seed is one draw, the first folder's."""
+    folders = [ROOT / "docs/results/init_sensitivity", ROOT / "docs/results/bn_lr_cifar"]
+    own, _ = build_groups(find_jobs(folders[0]))
+    both, _ = build_groups([job for folder in folders for job in find_jobs(folder)])
+
+    def at_scale_1(groups):
+        return next(
+            g for g in groups if g.setup["model.norm"] == "bn" and g.setup["model.init_scale"] == 1.0 and g.lr == 0.01
+        )
+
+    assert sorted(at_scale_1(both).seeds) == [0, 1, 2]
+    assert at_scale_1(both).stats["test_acc"].values == at_scale_1(own).stats["test_acc"].values
+    bn_at_1 = [g.lr for g in both if g.setup["model.init_scale"] == 1.0 and g.setup["model.norm"] == "bn"]
+    assert sorted(bn_at_1) == [0.003, 0.01, 0.03, 0.1, 0.178, 0.3, 1.0, 3.0]  # one group at 0.01, from both
+
+
+def test_a_best_lr_at_an_end_of_its_grid_says_so():
+    groups, common = build_groups(find_jobs(ROOT / "docs/results/init_sensitivity"))
+    (bn_at_2,) = [
+        s
+        for s in lr_series(groups, common, 0.5)
+        if s.setup["model.init_scale"] == 2.0 and s.setup["model.norm"] == "bn"
+    ]
+    assert best_in(bn_at_2) == "0.02"  # 0.01 and 0.04 on either side
+    assert best_in(replace(bn_at_2, points=bn_at_2.points[:2])) == "0.02 (the grid's largest)"
+    assert best_in(replace(bn_at_2, points=bn_at_2.points[1:])) == "0.02 (the grid's smallest)"
+
+
+@pytest.mark.parametrize("scale", [0.1, 0.5])
+def test_the_small_init_scales_are_tuned_over_three_half_decades_with_three_seeds_each(scale):
+    """init_sensitivity's tuned slice at scales 0.1 and 0.5 joins the shared-lr runs at 0.01: each net's series."""
+    groups, common = build_groups(find_jobs(ROOT / "docs/results/init_sensitivity"))
+    for norm in ("bn", "none"):
+        (series,) = [
+            s
+            for s in lr_series(groups, common, 0.5)
+            if s.setup["model.init_scale"] == scale and s.setup["model.norm"] == norm
+        ]
+        assert [point.lr for point in series.points] == [0.003, 0.01, 0.03]
+        assert all(len(point.group.seeds) == 3 for point in series.points)

@@ -11,14 +11,9 @@ from matplotlib.colors import to_hex
 from cnnstudy.report.compare import arm_levels, lr_series, one_factor
 from cnnstudy.report.groups import build_groups
 from cnnstudy.report.jobs import find_jobs
-from cnnstudy.report.plots import (
-    MAX_LINES,
-    NORM_COLORS,
-    line_styles,
-    plot_curves,
-    plot_test_acc_by_arm,
-    plot_test_acc_vs_lr,
-)
+from cnnstudy.report.plots.curves import MAX_LINES, plot_curves
+from cnnstudy.report.plots.lr import plot_test_acc_by_arm, plot_test_acc_vs_lr
+from cnnstudy.report.plots.style import NORM_COLORS, line_styles
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 NORMS = ["bn", "gn", "ln", "none"]
@@ -50,7 +45,8 @@ def lines_by_gid(ax) -> dict[str, list]:
 @pytest.fixture(scope="module")
 def norm_batch_size():
     groups, _ = build_groups(find_jobs(RESULTS / "norm_batch_size"))
-    return [g for g in groups if "_recal" not in g.label]  # the grid: BN's re-estimated arms are a side study
+    # the grid at the rule's lr: BN's re-estimated arms and the tuned lrs (lr_at_batch_128) are side studies
+    return [g for g in groups if "_recal" not in g.label and g.setup["lr_at_batch_128"] == 0.01]
 
 
 def legend_is_outside_every_panel(fig) -> bool:

@@ -1,16 +1,19 @@
 """trainer.precision=auto: the rule with the hardware's answer given, this machine's answer, the run identity of
 precisions, and one real MNIST run under auto."""
 
+import itertools
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from cnnstudy.hardware import BF16, FP32, cpu_model, detect_hardware, resolve_precision, run_precision
+from cnnstudy.config import compose_train
+from cnnstudy.hardware import BF16, FP32, cpu_model, detect_hardware, model_family, resolve_precision, run_precision
 from cnnstudy.record import same_run, setup_identity
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 FAMILY = ("bn", "cnnstudy.models.ConvNet")
 
@@ -140,3 +143,36 @@ def test_the_precision_study_stops_in_one_line_without_bf16_units(monkeypatch, c
     assert stopped.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: require_bf16_units=true: this cpu (") and "has no bf16 units" in line
+
+
+def studies_in_bf16() -> dict[str, set[str]]:
+    """Each study's jobs under `auto` on a machine with bf16 units: the precisions they resolve to. Only the sweep's
+    model-choosing overrides (model=, arm/<study>=) and trainer.precision are expanded: the rest do not change
+    what `auto` resolves to."""
+    resolved = {}
+    for experiment in sorted(p.stem for p in (ROOT / "conf/experiment").glob("*.yaml")):
+        cfg = compose_train([f"experiment={experiment}"], return_hydra_config=True)
+        params = {
+            k: str(v).split(",")
+            for k, v in cfg.hydra.sweeper.params.items()
+            if k in ("model", f"arm/{experiment}", "trainer.precision")
+        }
+        precisions = set()
+        for values in itertools.product(*params.values()) if params else [()]:
+            chosen = [f"{key}={value}" for key, value in zip(params, values, strict=True)]
+            job = compose_train([f"experiment={experiment}", *chosen], return_hydra_config=True)
+            family = model_family(job, job.hydra.runtime.choices.get("model"))
+            precision = resolve_precision(job.trainer.precision, "cpu", True, family, job.precision_proven)
+            precisions.add(precision.value)
+        resolved[experiment] = precisions
+    return resolved
+
+
+def test_the_performance_page_names_the_studies_auto_trains_in_bf16():
+    """docs/performance.md's table of studies under `auto` is what the resolution rule gives for each study's jobs
+    on a machine with bf16 units (every study resolves to fp32 on one without)."""
+    page = (ROOT / "docs/performance.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", page, re.M))
+    expected = {study: " and ".join(sorted(p)) for study, p in studies_in_bf16().items()}
+    assert rows == expected
+    assert expected["bn_vs_nobn"] == "bf16-mixed" and expected["init_sensitivity"] == "32-true"

@@ -82,10 +82,29 @@ def precision_of(config: dict) -> str:
     return PRECISION_NAMES.get(precision, precision)
 
 
+# Config keys added to cnnstudy after records existed, each with the value every run before it ran as: a record
+# without one is the same run as a new record with it at that value (the report groups them together).
+ADDED_KEYS = {
+    # noisy_bn_paper (2026-12-05) added the paper's per-activation noise; until then the channel noise was the only kind
+    "model.noise_kind": "channel",
+    "model.noise_mean_max": 0.5,
+    "model.noise_std_max": 1.25,
+    # norm_batch_size (2026-12-05) named the lr at batch 128 to tune it; it was 0.01. Every other study's records
+    # read as 0.01 too, the same for all of them, so it tells none of their runs apart
+    "lr_at_batch_128": 0.01,
+}
+
+
 def run_identity(config: dict) -> dict:
     """What a run computes: two configs with the same identity are the same run (resume, skip)."""
     identity = without(config, RUNTIME_KEYS)
     identity["trainer"] = {**(identity.get("trainer") or {}), "precision": precision_of(config)}
+    for key, value in ADDED_KEYS.items():
+        section, _, leaf = key.rpartition(".")
+        if not section:
+            identity.setdefault(leaf, value)
+        elif isinstance(identity.get(section), dict):
+            identity[section].setdefault(leaf, value)
     return identity
 
 

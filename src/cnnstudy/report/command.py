@@ -29,21 +29,17 @@ from pathlib import Path
 from cnnstudy.errors import UserError, fail
 from cnnstudy.record import METRICS_FILE
 from cnnstudy.report.cells import fmt
-from cnnstudy.report.claims import claims_for, evaluate, load_claims
+from cnnstudy.report.claims import claims_for, load_claims
 from cnnstudy.report.compare import SeriesComparison, arm_levels, comparisons, lr_series, one_factor
 from cnnstudy.report.dashboard import write_dashboard
 from cnnstudy.report.groups import build_groups
 from cnnstudy.report.jobs import MULTIRUN, archive, find_jobs, latest_sweep, sweep_commands
 from cnnstudy.report.markdown import REPORT_FILE, Report, write_markdown
-from cnnstudy.report.plots import (
-    plot_curves,
-    plot_edge_vs_budget,
-    plot_stability,
-    plot_test_acc_by_arm,
-    plot_test_acc_vs_lr,
-    plot_verdicts,
-)
+from cnnstudy.report.plots.curves import plot_curves
+from cnnstudy.report.plots.lr import plot_edge_vs_budget, plot_stability, plot_test_acc_by_arm, plot_test_acc_vs_lr
+from cnnstudy.report.plots.verdicts import plot_verdicts
 from cnnstudy.report.probe_sections import probe_sections
+from cnnstudy.report.verdicts import evaluate
 
 
 def report(sweep_dir: Path, trains_above: float | None = None, claims: Path | None = None) -> Report:

@@ -1,12 +1,13 @@
 """What the report compares, from the groups' setups.
 
-An *lr series* is two or more groups whose setups differ only in `optim.lr`. A *comparison* pairs a group,
-or an lr series, with BatchNorm (`model.norm` bn or bn_scratch) and one without (`model.norm=none`) of the
-same model family (`model._target_`) when each is the other's nearest: no other candidate differs from it
-in fewer config keys. It is a *BN comparison* when only normalisation keys (NORM_KEYS) differ; otherwise
-the report names every key that differs and does not call it one. A *one-factor comparison* is any two
-groups whose setups differ in exactly one key other than `optim.lr` (learning rates are the lr series'), or
-only in the keys one study arm sets (`arm/<study>=b2` vs `=b128`, overrides otherwise equal).
+An *lr series* is two or more groups whose setups differ only in the keys that set the lr (`LR_KEYS`). A
+*comparison* pairs a group, or an lr series, with BatchNorm (`model.norm` bn or bn_scratch) and one without
+(`model.norm=none`) of the same model family (`model._target_`) when each is the other's nearest: no other
+candidate differs from it in fewer config keys. It is a *BN comparison* when only normalisation keys
+(NORM_KEYS) differ; otherwise the report names every key that differs and does not call it one. A *one-factor
+comparison* is any two groups whose setups differ in exactly one key other than those that set the lr
+(learning rates are the lr series'), or only in the keys one study arm sets (`arm/<study>=b2` vs `=b128`,
+overrides otherwise equal).
 """
 
 import json
@@ -26,6 +27,9 @@ from cnnstudy.report.stats import Summary, Welch, summarise, welch
 # the settings of the other kinds (gn's groups, noisy_bn's noise), which do nothing under bn or none.
 NORM_KEYS = ("model.norm", "model.head_norm", "model.norm_placement", "model.norm_groups")
 NORM_KEYS += ("model.noise_mean_std", "model.noise_scale_std")
+# The keys that set the lr: an lr series varies them and nothing else (norm_batch_size's lr follows the batch
+# size from lr_at_batch_128, so tuning it moves both)
+LR_KEYS = ("optim.lr", "lr_at_batch_128")
 # BatchNorm: torch's and the from-scratch one. GroupNorm, LayerNorm and noisy BN are other questions.
 BN_NORMS = ("bn", "bn_scratch")
 
@@ -48,7 +52,7 @@ class LrPoint:
 @dataclass
 class LrSeries:
     label: str
-    setup: dict | None  # the groups' setup less optim.lr; None without a config
+    setup: dict | None  # the groups' setup less LR_KEYS; None without a config
     points: list[LrPoint]  # in lr order
     edge: Edge | None = None  # where the fraction of seeds that train crosses 50 %
 
@@ -74,10 +78,10 @@ def lr_point(group: Group, threshold: float) -> LrPoint:
 
 
 def without_lr(group: Group) -> dict | tuple:
-    """The group's setup less optim.lr; without a config, its overrides less optim.lr."""
+    """The group's setup less the keys that set its lr; without a config, its overrides less those."""
     if group.setup is None:
-        return tuple(o for o in group.overrides if override_key(o) != "optim.lr")
-    return {key: value for key, value in group.setup.items() if key != "optim.lr"}
+        return tuple(o for o in group.overrides if override_key(o) not in LR_KEYS)
+    return {key: value for key, value in group.setup.items() if key not in LR_KEYS}
 
 
 def series_label(members: list[Group], common: set[str]) -> str:
@@ -86,9 +90,9 @@ def series_label(members: list[Group], common: set[str]) -> str:
     for group in members:
         for override in group.overrides:
             key, _, value = override.partition("=")
-            if override_key(override) != "optim.lr" and value not in values[key]:
+            if override_key(override) not in LR_KEYS and value not in values[key]:
                 values[key].append(value)
-    common = {o for o in common if override_key(o) != "optim.lr"}
+    common = {o for o in common if override_key(o) not in LR_KEYS}
     return label(tuple(f"{key}={'|'.join(v)}" for key, v in values.items()), common)
 
 
@@ -214,7 +218,7 @@ def one_factor(groups: list[Group]) -> list[FactorComparison]:
     for i, a in enumerate(with_setup):
         for b in with_setup[i + 1 :]:
             keys = differing_keys(a.setup, b.setup)
-            if len(keys) == 1 and keys[0] != "optim.lr":
+            if len(keys) == 1 and keys[0] not in LR_KEYS:
                 found.append(FactorComparison(a, b, keys[0], (a.setup.get(keys[0], "–"), b.setup.get(keys[0], "–"))))
             if arm := one_arm(a, b):
                 by_arm = FactorComparison(a, b, arm, (a.choices[arm], b.choices[arm]), tuple(keys))

@@ -1,8 +1,9 @@
 """Groups of seeds, from resolved configs.
 
 A *group* is the jobs whose resolved configs are equal but for the seed, the run-time keys
-(`cnnstudy.record.setup_identity`) and the folder they wrote checkpoints to. A job that recorded no
-config (a failed job may not) joins the group of the configured jobs with its overrides, or makes its own.
+(`cnnstudy.record.setup_identity`) and the folder they wrote checkpoints to. A seed counts once in a group
+(the first job found with it). A job that recorded no config (a failed job may not) joins the group of the
+configured jobs with its overrides, or makes its own.
 A group is labelled by its overrides, less those every group shares (the style of the committed reports).
 A group whose runs ran on different code or library versions, and groups of different precisions, are named
 in a warning (`provenance_warnings`).
@@ -12,7 +13,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from cnnstudy.record import RUNTIME_KEYS, setup_identity
+from cnnstudy.record import RUNTIME_KEYS, SEED_KEYS, setup_identity
 from cnnstudy.report.jobs import Job
 from cnnstudy.report.stats import Summary, summarise
 
@@ -128,8 +129,15 @@ def label(overrides: tuple[str, ...], common: set[str]) -> str:
     return " ".join(o for o in overrides if o not in common) or " ".join(overrides) or "defaults"
 
 
+def draw(job: Job) -> tuple:
+    """Which draw of its setup a job is: its values of `SEED_KEYS` (None where it recorded none)."""
+    flat = flatten(job.config or {})
+    return tuple(flat.get(key) for key in SEED_KEYS)
+
+
 def build_groups(jobs: list[Job]) -> tuple[list[Group], set[str]]:
-    """The groups in override order, and the overrides every group shares."""
+    """The groups in override order, and the overrides every group shares. A seed counts once per group: a job
+    whose setup and seed an earlier job already has (the same run archived in two studies' records) is left out."""
     groups: dict[str, Group] = {}
     identity_of = {}  # group overrides -> the identity of configured jobs with them, for jobs without a config
     for job in sorted(jobs, key=lambda j: j.config is None):  # configured jobs first
@@ -140,7 +148,9 @@ def build_groups(jobs: list[Job]) -> tuple[list[Group], set[str]]:
             identity_of.setdefault(overrides, identity)
         else:
             setup, identity = None, identity_of.get(overrides) or json.dumps(overrides)
-        groups.setdefault(identity, Group(setup, overrides, [])).jobs.append(job)
+        group = groups.setdefault(identity, Group(setup, overrides, []))
+        if job.config is None or draw(job) not in {draw(j) for j in group.jobs}:
+            group.jobs.append(job)
     ordered = sorted(groups.values(), key=lambda g: sort_key(g.overrides))
     common = set.intersection(*(set(g.overrides) for g in ordered)) if len(ordered) > 1 else set()
     for g in ordered:

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnstudy.report.cells import differences, fmt, md_table, p_value, pair, test_text
-from cnnstudy.report.claims import ClaimSet, Verdict, verdict_lines
+from cnnstudy.report.claims import ClaimSet, Verdict
 from cnnstudy.report.compare import (
     NORM_KEYS,
     FactorComparison,
@@ -16,6 +16,7 @@ from cnnstudy.report.edge import edge_text, fine_pass, ratio_text
 from cnnstudy.report.groups import COLUMNS, Group, provenance_warnings, shown, sort_key
 from cnnstudy.report.jobs import Job
 from cnnstudy.report.probe_sections import Section
+from cnnstudy.report.verdicts import verdict_lines
 
 REPORT_FILE = "report.md"
 

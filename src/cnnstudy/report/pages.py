@@ -8,8 +8,10 @@ A page (README.md, docs/results/<study>.md) marks where a study's verdicts go:
     <!-- /verdicts -->
 
 `claims=` names conf/claims/<name>.yaml (default: the folder's name), `rows=` keeps some of its claims (the
-README's headline). `<!-- verdicts: docs/results tally -->` is a table with a row per results page in that
-folder: the study, its question (the page's title) and how many of its verdicts, over all its blocks, say what.
+README's headline). Folders joined by commas (`init_sensitivity,bn_lr_cifar`) are read as one set of records,
+for claims that draw on another study's runs of the same setup; a seed archived in both counts once.
+`<!-- verdicts: docs/results tally -->` is a table with a row per results page in that folder: the study, its
+question (the page's title) and how many of its verdicts, over all its blocks, say what.
 Without --check the blocks are rewritten; with it, the command exits 1 naming every block
 that differs from what the records give now. The prose around a block may interpret it; the verdicts
 themselves (the words, the p-values) are only ever in a block (tests/test_claims.py checks both).
@@ -24,32 +26,24 @@ from collections import Counter
 from pathlib import Path
 
 from cnnstudy.errors import UserError, fail
-from cnnstudy.report.claims import (
-    CLAIMS_DIR,
-    ClaimSet,
-    Verdict,
-    effect_text,
-    evaluate,
-    load_claims,
-    p_text,
-    verdict_lines,
-)
+from cnnstudy.report.claims import CLAIMS_DIR, ClaimSet, Verdict, load_claims
 from cnnstudy.report.groups import build_groups
 from cnnstudy.report.jobs import find_jobs
+from cnnstudy.report.verdicts import effect_text, evaluate, p_text, verdict_lines
 
 BLOCK = re.compile(r"(<!-- verdicts: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /verdicts -->)", re.S)
 DEFAULT_PAGES = ("README.md", "docs/results/*.md")
 
 
-def study_verdicts(records: Path, claims: Path) -> tuple[ClaimSet, list[Verdict], float]:
-    """The claims of a records folder and their verdicts, computed as the report computes them; once per folder and
+def study_verdicts(records: list[Path], claims: Path) -> tuple[ClaimSet, list[Verdict], float]:
+    """The claims of records folders and their verdicts, computed as the report computes them; once per folders and
     claims file in a process (a study's page and the README's tally read the same ones)."""
-    return _study_verdicts(Path(records).resolve(), Path(claims).resolve())
+    return _study_verdicts(tuple(Path(r).resolve() for r in records), Path(claims).resolve())
 
 
 @functools.cache
-def _study_verdicts(records: Path, claims: Path) -> tuple[ClaimSet, list[Verdict], float]:
-    groups, common = build_groups(find_jobs(records))
+def _study_verdicts(records: tuple[Path, ...], claims: Path) -> tuple[ClaimSet, list[Verdict], float]:
+    groups, common = build_groups([job for folder in records for job in find_jobs(folder)])
     claim_set = load_claims(claims)
     threshold = claim_set.trains_above or 0.9
     return claim_set, evaluate(claim_set, groups, common, threshold), threshold
@@ -59,10 +53,11 @@ def block_verdicts(page: Path, spec: str) -> tuple[ClaimSet, list[Verdict], floa
     """The claims a block names, their verdicts (only its `rows=` if it has them), the threshold, its options."""
     records, *options = spec.split()
     settings = dict(option.partition("=")[::2] for option in options)
-    folder = page.parent / records
-    if not folder.is_dir():
-        raise UserError(f"{page}: verdicts of {records}: no such folder")
-    claim_set, verdicts, threshold = study_verdicts(folder, CLAIMS_DIR / f"{settings.get('claims', folder.name)}.yaml")
+    folders = [page.parent / name for name in records.split(",")]
+    if missing := [str(f.relative_to(page.parent)) for f in folders if not f.is_dir()]:
+        raise UserError(f"{page}: verdicts of {records}: no such folder {', '.join(missing)}")
+    claims = CLAIMS_DIR / f"{settings.get('claims', folders[0].name)}.yaml"
+    claim_set, verdicts, threshold = study_verdicts(folders, claims)
     if "rows" in settings:
         names = settings["rows"].split(",")
         unknown = set(names) - {v.claim.name for v in verdicts}

@@ -19,7 +19,7 @@ from cnnstudy.report.cells import fmt, md_table, pair, test_text
 from cnnstudy.report.compare import GroupComparison
 from cnnstudy.report.groups import Group
 from cnnstudy.report.jobs import Job
-from cnnstudy.report.plots import MARKERS, legend_outside, plain_log_labels
+from cnnstudy.report.plots.style import MARKERS, legend_outside, plain_log_labels
 from cnnstudy.report.probe_sections import Section
 from cnnstudy.report.stats import Summary, summarise, welch
 

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from cnnstudy.report.cells import fmt, md_table
 from cnnstudy.report.groups import Group
-from cnnstudy.report.plots import legend_outside
+from cnnstudy.report.plots.style import legend_outside
 from cnnstudy.report.probe_sections import Section
 from cnnstudy.report.stats import summarise
 
