@@ -167,8 +167,8 @@ def stopped(signum: int, sweep_dir: str) -> None:
     print(f"error: sweep {sweep_dir} stopped by {name}; run the same command to resume", file=sys.stderr)
     logging.shutdown()
     sys.stderr.flush()
-    # not sys.exit: the interpreter's exit runs multiprocessing's finalizers (the killed workers' semaphores),
-    # whose messages would start a new resource tracker, which would print after that last line
+    # not sys.exit: the interpreter's exit runs multiprocessing's finalizers, which join the queue feeder
+    # threads of the killed workers (a wait on processes that are gone) after that last line
     os._exit(128 + signum)
 
 
