@@ -22,6 +22,7 @@ of that is evaluation.
 
 import argparse
 import json
+import logging
 import os
 import resource
 import statistics
@@ -403,6 +404,9 @@ def main() -> None:
     parser.add_argument("--no-overhead", action="store_true", help="skip the sweep overhead measurement")
     parser.error = fail  # a bad option: one line on stderr and exit 2, as every cnnstudy mistake
     args = parser.parse_args()
+    # Lightning's start-up lines ("GPU available", tips), once per trainer, would bury the tables: a run keeps
+    # them in its train.log, the bench has none
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     rounds, n_batches, warmup = (1, 8, 2) if args.quick else (args.rounds, 30, 5)
     keep_freed_memory()  # as a run does (conf/train.yaml), for every path: the ratios compare loops, not malloc
     cases = CASES[:2] if args.quick else CASES
