@@ -271,15 +271,15 @@ def test_records_from_before_a_key_existed_join_the_lr_series_of_new_ones():
 
 def test_the_tuned_runs_of_norm_batch_size_join_the_rule_runs_as_an_lr_series_per_norm_and_batch():
     """norm_batch_size's lr follows the batch from lr_at_batch_128; the rule's runs (0.01, recorded before the key
-    existed) and the tuned runs (0.003, 0.03; BN and GN also 0.1) are one series per norm and batch, its lrs each
-    batch's rule lr times 0.3, 1, 3 (and 10). The re-estimated-statistics arms, and the net without a norm (no tuned
+    existed) and the tuned runs (0.003, 0.03, 0.1) are one series per norm and batch, its lrs each batch's rule
+    lr times 0.3, 1, 3 and 10. The re-estimated-statistics arms, and the net without a norm (no tuned
     claim reads it), ran at the rule's lr only: no series."""
     groups, common = build_groups(find_jobs(ROOT / "docs/results/norm_batch_size"))
     series = lr_series(groups, common, 0.5)
     found = {(s.points[0].group.setup["model.norm"], s.points[0].group.setup["data.batch_size"]): s for s in series}
     assert len(series) == len(found) == 15 and {norm for norm, _ in found} == {"bn", "gn", "ln"}
     for (norm, batch), one in found.items():
-        rules = (0.003, 0.01, 0.03) + ((0.1,) if norm in ("bn", "gn") else ())
+        rules = (0.003, 0.01, 0.03, 0.1)
         assert [p.lr for p in one.points] == pytest.approx([f * batch / 128 for f in rules])
         assert [p.group.n for p in one.points] == [3] * len(rules)
 
