@@ -64,9 +64,9 @@ def test_this_cpus_bf16_units_are_what_its_flags_say():
 
 def test_the_default_is_auto_and_resolves_on_this_machine(cfg_for):
     cfg = cfg_for("trainer.accelerator=cpu")
-    assert cfg.trainer.precision == "auto" and list(cfg.precision_proven) == ["bn", "nobn"]
+    assert cfg.trainer.precision == "auto" and list(cfg.precision_proven) == ["bn", "nobn", "cifar_cnn"]
     units = detect_hardware().cpu_bf16
-    unproven = run_precision(cfg, "cifar_cnn")
+    unproven = run_precision(cfg, "session5")
     assert unproven.value == FP32
     assert unproven.rule.startswith("auto: fp32: " + ("bf16 not yet proven" if units else "no bf16 units"))
     proven = run_precision(cfg, "bn")
@@ -93,7 +93,7 @@ def test_precision_is_part_of_a_runs_identity_a_missing_one_being_32_true():
 def test_cfg_job_shows_auto():
     result = run_cli("cnnstudy.train", "--cfg", "job")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "  precision: auto\n" in result.stdout and "precision_proven:\n- bn\n- nobn\n" in result.stdout
+    assert "  precision: auto\n" in result.stdout and "precision_proven:\n- bn\n- nobn\n- cifar_cnn\n" in result.stdout
 
 
 @pytest.mark.subprocess
