@@ -278,8 +278,8 @@ def test_the_tuned_runs_of_norm_batch_size_join_the_rule_runs_as_an_lr_series_pe
     series = lr_series(groups, common, 0.5)
     found = {(s.points[0].group.setup["model.norm"], s.points[0].group.setup["data.batch_size"]): s for s in series}
     assert len(series) == len(found) == 15 and {norm for norm, _ in found} == {"bn", "gn", "ln"}
-    for (norm, batch), one in found.items():
-        rules = (0.003, 0.01, 0.03, 0.1)
+    rules = (0.003, 0.01, 0.03, 0.1)
+    for (_, batch), one in found.items():
         assert [p.lr for p in one.points] == pytest.approx([f * batch / 128 for f in rules])
         assert [p.group.n for p in one.points] == [3] * len(rules)
 
