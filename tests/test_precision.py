@@ -168,9 +168,15 @@ def studies_in_bf16() -> dict[str, set[str]]:
     return resolved
 
 
-def test_the_performance_page_names_the_studies_auto_trains_in_bf16():
+def test_the_performance_page_names_the_studies_auto_trains_in_bf16(monkeypatch):
     """docs/performance.md's table of studies under `auto` is what the resolution rule gives for each study's jobs
-    on a machine with bf16 units (every study resolves to fp32 on one without)."""
+    on a machine with bf16 units (every study resolves to fp32 on one without). The machine's answer is injected:
+    experiment=precision refuses to compose on a CPU without bf16 units."""
+    import cnnstudy.hardware as hardware
+
+    real = detect_hardware()
+    with_units = hardware.Hardware(real.cpu, "AVX512", cpu_bf16=True, gpu=None, gpu_bf16=False)
+    monkeypatch.setattr(hardware, "detect_hardware", lambda: with_units)
     page = (ROOT / "docs/performance.md").read_text()
     rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", page, re.M))
     expected = {study: " and ".join(sorted(p)) for study, p in studies_in_bf16().items()}
