@@ -67,7 +67,8 @@ def test_ddp_on_two_cpu_processes_inside_a_multirun(tmp_path, data_root):
     assert ddp["choices"]["trainer"] == "ddp" and ddp["config"]["trainer"]["strategy"] == "ddp_spawn"
     assert (ddp["processes"], single["processes"]) == (2, 1)
     for job, metrics in found.items():
-        assert metrics["status"] == "completed", metrics.get("error")
+        # a worker that aborts leaves its reason only on stderr, which the spawned processes share
+        assert metrics["status"] == "completed", (metrics.get("error"), result.stderr[-3000:])
         assert len(metrics["epochs"]) == 1
         assert len(list((tmp_path / job / "tb").iterdir())) == 1  # one TensorBoard run per job
     # each DDP process took 40 batches of 100: twice the one process's images, a comparable accuracy
