@@ -58,7 +58,10 @@ def test_ddp_on_two_cpu_processes_inside_a_multirun(tmp_path, data_root):
     """trainer=ddp next to a one-process job in the same sweep: the known trap (DDP re-running the command
     line, i.e. the whole sweep, in each process) would show as extra job dirs, logs or metrics files."""
     subset = ["trainer.limit_train_batches=40", "trainer.limit_val_batches=50", "trainer.limit_test_batches=100"]
-    result = run_cli(*sweep(tmp_path, data_root, "trainer=ddp,default", "model=nobn", *subset))
+    # fp32 on every CPU: under `auto` an AMX CPU trains nobn in bf16, and there a DDP worker aborted (SIGABRT) in
+    # 2 of 2 full CI runs, never when the test ran alone (docs/scaling.md); this test is about DDP in a multirun
+    fp32 = "trainer.precision=32-true"
+    result = run_cli(*sweep(tmp_path, data_root, "trainer=ddp,default", "model=nobn", fp32, *subset))
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1", "multirun.yaml"]
     assert len(list(tmp_path.rglob("metrics.json"))) == 2 and len(list(tmp_path.rglob("*.log"))) == 2
