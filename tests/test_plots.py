@@ -1,7 +1,8 @@
 """The report's plots, read back from the matplotlib Figures: the values drawn are the report's numbers, one
 panel per level of a study's facet setting, every seed drawn, at most MAX_LINES lines a panel, legends outside
-the data. On the archived records of norm_batch_size (norm x batch size, 3 seeds) and dlwpt_ch8 (10 arms)."""
+the data. On the archived records of norm_batch_size (norm x batch size, 3-6 seeds) and dlwpt_ch8 (10 arms)."""
 
+import itertools
 import statistics
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def test_curves_are_one_panel_per_norm_and_draw_the_reports_numbers_and_every_se
             group = f"arm/norm_batch_size={batch} model.norm={norm}"
             (mean,) = loss_lines[f"{group}|mean"]
             seeds = loss_lines[f"{group}|seed"]
-            assert list(mean.get_xdata()) == [1, 2, 3, 4, 5] and len(seeds) == 3
+            assert list(mean.get_xdata()) == [1, 2, 3, 4, 5] and len(seeds) == int(table[group][1])  # its n
             # the last epoch's mean and the seeds' std are the report's "last-epoch train loss" cell, the first
             # epoch's its "epoch-1 train loss"
             for epoch, column in ((-1, 5), (0, 3)):
@@ -96,13 +97,15 @@ def test_test_accuracy_by_batch_size_draws_each_seed_beside_the_mean(norm_batch_
         (mean,) = lines[f"model.norm={norm}|mean"]
         (seeds,) = lines[f"model.norm={norm}|seeds"]
         assert to_hex(mean.get_color()) == to_hex(NORM_COLORS[norm])  # a norm's colour in every figure
-        assert len(seeds.get_xdata()) == 3 * len(BATCHES)
-        for i, batch in enumerate(BATCHES):
-            x, three = mean.get_xdata()[i], seeds.get_ydata()[3 * i : 3 * i + 3]
+        rows = [table[f"arm/norm_batch_size={batch} model.norm={norm}"] for batch in BATCHES]
+        ends = list(itertools.accumulate(int(row[1]) for row in rows))  # each batch's seeds, in batch order
+        assert len(seeds.get_xdata()) == ends[-1]
+        for i, (start, end) in enumerate(itertools.pairwise([0, *ends])):
+            x, values = mean.get_xdata()[i], seeds.get_ydata()[start:end]
             assert [2, 4, 8, 32, 128][i] / 1.2 < x < [2, 4, 8, 32, 128][i] * 1.2  # moved sideways, not to another x
-            assert all(seed_x > x for seed_x in seeds.get_xdata()[3 * i : 3 * i + 3])  # beside it, to its right
-            cell = mean_and_std(table[f"arm/norm_batch_size={batch} model.norm={norm}"][8])
-            assert (round(mean.get_ydata()[i], 2), round(statistics.stdev(three), 2)) == cell
+            assert all(seed_x > x for seed_x in seeds.get_xdata()[start:end])  # beside it, to its right
+            cell = mean_and_std(rows[i][8])
+            assert (round(mean.get_ydata()[i], 2), round(statistics.stdev(values), 2)) == cell
     assert legend_is_outside_every_panel(fig)
 
 
